@@ -1,0 +1,635 @@
+"""LLaDA in plain PyTorch, with an explicit KV cache for block-wise diffusion decoding.
+
+One file, read top to bottom: config -> rotary embedding -> RMSNorm -> block -> model ->
+KV cache -> loading and saving. Module names and config fields are exactly those of the
+`GSAI-ML/LLaDA-8B-Instruct` checkpoint (`model.transformer.blocks.N.q_proj.weight`, ...), so
+`load_state_dict` takes the hub safetensors shards unchanged and no `trust_remote_code` is needed.
+
+Numerics follow LLaDA's remote code (reference sections 3.3-3.5):
+- RMSNorm is computed in fp32, cast back to the input dtype, then scaled by the weight;
+- RoPE rotates the full head dim in two contiguous halves, in fp32, with `rope_theta`;
+- the MLP is `ff_out(silu(ff_proj(x)) * up_proj(x))` (ff_proj is the gate);
+- attention is bidirectional; the head (`transformer.ff_out`) is untied; nothing has a bias.
+
+Differences that are deliberate:
+- a real key-padding mask, and per-row RoPE positions that start at each row's first real token,
+  so a left-padded batch decodes exactly like its rows one by one (LLaDA's code attends to pads);
+- keys are cached *un-rotated*, as in Fast-dLLM's model code, and rotated at use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+LLADA_8B_CONFIG: dict[str, Any] = {
+    "activation_type": "silu",
+    "alibi": False,
+    "alibi_bias_max": 8.0,
+    "architectures": ["LLaDAModelLM"],
+    "attention_dropout": 0.0,
+    "attention_layer_norm": False,
+    "attention_layer_norm_with_affine": True,
+    "auto_map": {
+        "AutoConfig": "configuration_llada.LLaDAConfig",
+        "AutoModelForCausalLM": "modeling_llada.LLaDAModelLM",
+        "AutoModel": "modeling_llada.LLaDAModelLM",
+    },
+    "bias_for_layer_norm": False,
+    "block_group_size": 1,
+    "block_type": "llama",
+    "d_model": 4096,
+    "embedding_dropout": 0.0,
+    "embedding_size": 126464,
+    "eos_token_id": 126081,
+    "flash_attention": False,
+    "include_bias": False,
+    "include_qkv_bias": False,
+    "init_cutoff_factor": None,
+    "init_device": "meta",
+    "init_fn": "mitchell",
+    "init_std": 0.02,
+    "input_emb_norm": False,
+    "layer_norm_type": "rms",
+    "layer_norm_with_affine": True,
+    "mask_token_id": 126336,
+    "max_sequence_length": 4096,
+    "mlp_hidden_size": 12288,
+    "mlp_ratio": 4,
+    "model_type": "llada",
+    "multi_query_attention": None,
+    "n_heads": 32,
+    "n_kv_heads": 32,
+    "n_layers": 32,
+    "pad_token_id": 126081,
+    "precision": "amp_bf16",
+    "residual_dropout": 0.0,
+    "rms_norm_eps": 1e-05,
+    "rope": True,
+    "rope_full_precision": True,
+    "rope_theta": 500000.0,
+    "scale_logits": False,
+    "transformers_version": "4.46.3",
+    "use_cache": False,
+    "vocab_size": 126464,
+    "weight_tying": False,
+}
+
+
+@dataclass
+class LLaDAConfig:
+    """The config.json fields the forward pass reads; every other field is kept in `extra`.
+
+    Field names are the checkpoint's own. `extra` round-trips unknown fields so that a config
+    we save is loadable by LLaDA's remote code too.
+    """
+
+    d_model: int = 4096
+    n_heads: int = 32
+    n_kv_heads: int | None = 32
+    n_layers: int = 32
+    mlp_hidden_size: int | None = 12288
+    mlp_ratio: int = 4
+    vocab_size: int = 126464
+    embedding_size: int | None = 126464
+    max_sequence_length: int = 4096
+    rope_theta: float = 500000.0
+    rms_norm_eps: float = 1e-5
+    activation_type: str = "silu"
+    block_type: str = "llama"
+    layer_norm_type: str = "rms"
+    weight_tying: bool = False
+    include_bias: bool = False
+    include_qkv_bias: bool = False
+    rope: bool = True
+    alibi: bool = False
+    multi_query_attention: bool | None = None
+    scale_logits: bool = False
+    input_emb_norm: bool = False
+    attention_layer_norm: bool = False
+    mask_token_id: int = 126336
+    eos_token_id: int = 126081
+    pad_token_id: int = 126081
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def effective_n_kv_heads(self) -> int:
+        if self.multi_query_attention:
+            return 1
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def padded_vocab(self) -> int:
+        return self.embedding_size or self.vocab_size
+
+    @property
+    def mlp_size(self) -> int:
+        return self.mlp_hidden_size if self.mlp_hidden_size is not None else self.mlp_ratio * self.d_model
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> LLaDAConfig:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        config = cls(**{k: v for k, v in raw.items() if k in known})
+        config.extra = {k: v for k, v in raw.items() if k not in known}
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        out.update({k: v for k, v in asdict(self).items() if k != "extra"})
+        return dict(sorted(out.items()))
+
+    def validate(self) -> None:
+        """Reject checkpoints whose architecture this file does not implement, with a clear reason."""
+        problems = []
+        if self.block_type != "llama":
+            problems.append(f"block_type={self.block_type!r} (only 'llama' is implemented)")
+        if self.activation_type != "silu":
+            problems.append(f"activation_type={self.activation_type!r} (only 'silu' is implemented)")
+        if self.layer_norm_type != "rms":
+            problems.append(f"layer_norm_type={self.layer_norm_type!r} (only 'rms')")
+        if not self.rope or self.alibi:
+            problems.append("rope must be true and alibi false")
+        if self.weight_tying:
+            problems.append("weight_tying=true (LLaDA's head is untied)")
+        if self.include_bias or self.include_qkv_bias:
+            problems.append("biases are not implemented")
+        if self.scale_logits or self.input_emb_norm or self.attention_layer_norm:
+            problems.append("scale_logits/input_emb_norm/attention_layer_norm must be false")
+        if self.d_model % self.n_heads:
+            problems.append(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.effective_n_kv_heads:
+            problems.append("n_heads must be a multiple of n_kv_heads")
+        if problems:
+            raise ValueError("unsupported LLaDA config: " + "; ".join(problems))
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------------
+
+
+def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos/sin of shape [B, 1, T, head_dim] in fp32 for integer positions [B, T]."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    freqs = positions.to(torch.float32)[..., None] * inv_freq  # [B, T, hd/2]
+    angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, hd]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Half-rotation RoPE (GPT-NeoX style) computed in fp32, cast back to t's dtype."""
+    t32 = t.float()
+    half = t32.shape[-1] // 2
+    rotated = torch.cat((-t32[..., half:], t32[..., :half]), dim=-1)
+    return (t32 * cos + rotated * sin).to(t.dtype)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # fp32 statistics, cast back *before* the weight multiply, as LLaDA's RMSLayerNorm does.
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.to(x.dtype) * self.weight
+
+
+class LLaDABlock(nn.Module):
+    """One llama-type block. Attribute names are the checkpoint's weight names."""
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        d, kv = config.d_model, config.effective_n_kv_heads * config.head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.effective_n_kv_heads, config.head_dim
+        self.attn_norm = RMSNorm(d, config.rms_norm_eps)
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, kv, bias=False)
+        self.v_proj = nn.Linear(d, kv, bias=False)
+        self.attn_out = nn.Linear(d, d, bias=False)
+        self.ff_norm = RMSNorm(d, config.rms_norm_eps)
+        self.ff_proj = nn.Linear(d, config.mlp_size, bias=False)
+        self.up_proj = nn.Linear(d, config.mlp_size, bias=False)
+        self.ff_out = nn.Linear(config.mlp_size, d, bias=False)
+
+    def forward(
+        self,
+        x: Tensor,
+        q_cos_sin: tuple[Tensor, Tensor],
+        k_cos_sin: tuple[Tensor, Tensor],
+        attn_mask: Tensor | None,
+        kv: LayerKV | None,
+    ) -> Tensor:
+        bsz, t, _ = x.shape
+        h = self.attn_norm(x)
+        q = self.q_proj(h).view(bsz, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(h).view(bsz, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(h).view(bsz, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if kv is not None:  # the cache decides which keys this window attends to
+            k, v = kv(k, v)
+        q = apply_rope(q, *q_cos_sin)
+        k = apply_rope(k, *k_cos_sin)
+        if self.n_kv_heads != self.n_heads:
+            rep = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
+        x = x + self.attn_out(att.transpose(1, 2).reshape(bsz, t, -1))
+        h = self.ff_norm(x)
+        return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
+
+
+class _Transformer(nn.Module):
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        self.transformer = nn.ModuleDict(
+            {
+                "wte": nn.Embedding(config.padded_vocab, config.d_model),
+                "blocks": nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers)),
+                "ln_f": RMSNorm(config.d_model, config.rms_norm_eps),
+                "ff_out": nn.Linear(config.d_model, config.padded_vocab, bias=False),
+            }
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# KV cache
+# --------------------------------------------------------------------------------------------
+
+
+LayerKV = Any  # a callable (k_window, v_window) -> (k_all, v_all); see KVCache.layer_view
+
+
+class KVCache:
+    """Un-rotated keys and values of every layer for a whole canvas of length L.
+
+    The cache is a plain object the scheduler owns; the model never mutates it on its own.
+    Each forward call says, through `attend`, which keys the window's queries see:
+
+    - ``"window"``: only the window itself (a plain full forward when the window is the canvas);
+    - ``"prefix"``: cached positions ``[0, window_start)`` followed by the window
+      (Fast-dLLM's prefix cache: the window is the active block plus everything after it);
+    - ``"cache"``: the whole cached canvas with the window's positions replaced by fresh KV
+      (Fast-dLLM's dual cache).
+
+    and, through `write`, whether the window's fresh KV is stored back. Storing the KV of an
+    arbitrary set of positions is how partial ("tiered") refreshes are done: run those
+    positions as a window with ``attend="cache", write=True``.
+
+    `stamp[b, p]` records the step counter at which position p's KV was last written, so a
+    scheduler (and its tests) can state exactly how stale any cached entry is.
+    """
+
+    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, length: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        shape = (batch, n_kv_heads, length, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.stamp = torch.full((batch, length), -1, dtype=torch.long, device=device)
+        self.clock = 0
+        self.length = length
+
+    @classmethod
+    def for_model(cls, model: LLaDAModelLM, batch: int, length: int) -> KVCache:
+        c = model.config
+        return cls(c.n_layers, batch, c.effective_n_kv_heads, length, c.head_dim, model.dtype, model.device)
+
+    def layer_view(self, layer: int, positions: Tensor, attend: str, write: bool) -> LayerKV:
+        keys, values = self.keys[layer], self.values[layer]
+        window_start = int(positions[0])
+
+        def merge(k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+            if write:
+                keys.index_copy_(2, positions, k)
+                values.index_copy_(2, positions, v)
+            if attend == "window":
+                return k, v
+            if attend == "prefix":
+                return (torch.cat((keys[:, :, :window_start], k), dim=2),
+                        torch.cat((values[:, :, :window_start], v), dim=2))
+            if write:  # the cache already holds the fresh window
+                return keys, values
+            return keys.index_copy(2, positions, k), values.index_copy(2, positions, v)
+
+        return merge
+
+    def mark_written(self, positions: Tensor) -> None:
+        self.stamp[:, positions] = self.clock
+
+    def tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+class LLaDAModelLM(nn.Module):
+    """LLaDA mask predictor. `forward` returns logits for a window of the canvas.
+
+    Args of `forward`:
+        input_ids: [B, W] tokens of the window.
+        window: positions of the window in the canvas, a 1-D LongTensor (contiguous or not,
+            increasing); defaults to ``arange(W)``, i.e. the window is the whole canvas.
+        attention_mask: [B, L] 1 for real tokens, 0 for left padding, over the whole canvas
+            (or the window, when there is no cache). None means no padding.
+        cache, attend, write: see `KVCache`.
+        logits_positions: optional slice of the window for which to compute logits
+            (the LM head over a 126k vocabulary is the largest matmul; skip what is not used).
+    """
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = _Transformer(config)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.transformer.wte.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.transformer.wte.weight.device
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        *,
+        window: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        attend: str = "window",
+        write: bool = False,
+        logits_positions: slice | None = None,
+    ) -> Tensor:
+        bsz, width = input_ids.shape
+        device = input_ids.device
+        if window is None:
+            window = torch.arange(width, device=device)
+        if attend not in ("window", "prefix", "cache"):
+            raise ValueError(f"attend must be 'window', 'prefix' or 'cache', got {attend!r}")
+        if cache is None and (attend != "window" or write):
+            raise ValueError("attend='prefix'/'cache' and write=True need a KVCache")
+
+        # Positions: per-row RoPE positions count real tokens only (left padding gets position 0).
+        canvas_len = cache.length if cache is not None else width
+        if attention_mask is None:
+            canvas_pos = torch.arange(canvas_len, device=device).expand(bsz, canvas_len)
+            key_valid = None
+        else:
+            mask = attention_mask.to(torch.bool)
+            canvas_pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+            key_valid = mask
+        q_pos = canvas_pos[:, window] if cache is not None else canvas_pos
+        if attend == "window":
+            k_pos, k_valid = q_pos, (key_valid[:, window] if (key_valid is not None and cache is not None) else key_valid)
+        elif attend == "prefix":
+            start = int(window[0])
+            k_pos = torch.cat((canvas_pos[:, :start], q_pos), dim=1)
+            k_valid = None if key_valid is None else torch.cat((key_valid[:, :start], key_valid[:, window]), dim=1)
+        else:
+            k_pos, k_valid = canvas_pos, key_valid
+        hd, theta = self.config.head_dim, self.config.rope_theta
+        q_cs, k_cs = rope_cos_sin(q_pos, hd, theta), rope_cos_sin(k_pos, hd, theta)
+        attn_mask = None if k_valid is None else k_valid[:, None, None, :]
+
+        tr = self.model.transformer
+        x = tr.wte(input_ids)
+        for i, block in enumerate(tr.blocks):
+            kv = cache.layer_view(i, window, attend, write) if cache is not None else None
+            x = block(x, q_cs, k_cs, attn_mask, kv)
+        if cache is not None and write:
+            cache.mark_written(window)
+        if logits_positions is not None:
+            x = x[:, logits_positions]
+        return tr.ff_out(tr.ln_f(x))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and saving in LLaDA's on-disk format
+# --------------------------------------------------------------------------------------------
+
+WEIGHTS_INDEX = "model.safetensors.index.json"
+SINGLE_WEIGHTS = "model.safetensors"
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """bf16 on GPU (as LLaDA is run), fp32 on CPU (bf16 matmuls are slow and imprecise there)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def resolve_checkpoint(pretrained: str | os.PathLike) -> Path:
+    """A local directory, or a hub id downloaded (config, tokenizer and safetensors only)."""
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} has no config.json: not a LLaDA checkpoint directory")
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"pretrained={pretrained} is a file; pass the checkpoint directory")
+    if str(pretrained).count("/") != 1 or str(pretrained).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"pretrained={pretrained}: no such directory, and not a hub id of the form org/name")
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = snapshot_download(
+            str(pretrained),
+            allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.txt", "*.model"],
+        )
+    except Exception as exc:  # offline, gated, typo: say which and how to fix it
+        raise FileNotFoundError(
+            f"could not fetch {pretrained} from the Hugging Face Hub ({type(exc).__name__}); "
+            "download it first or pass a local directory"
+        ) from exc
+    return Path(local)
+
+
+def load_config(path: str | os.PathLike) -> LLaDAConfig:
+    raw = json.loads((Path(path) / "config.json").read_text())
+    model_type = raw.get("model_type")
+    if model_type not in (None, "llada"):
+        raise ValueError(f"{path}: config.json has model_type={model_type!r}; this loader reads LLaDA checkpoints")
+    return LLaDAConfig.from_dict(raw)
+
+
+def _weight_files(path: Path) -> list[Path]:
+    index = path / WEIGHTS_INDEX
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [path / name for name in sorted(set(weight_map.values()))]
+    if (path / SINGLE_WEIGHTS).is_file():
+        return [path / SINGLE_WEIGHTS]
+    shards = sorted(path.glob("*.safetensors"))
+    if not shards:
+        raise FileNotFoundError(f"{path} has no safetensors weights ({WEIGHTS_INDEX} or {SINGLE_WEIGHTS})")
+    return shards
+
+
+def load_llada(
+    pretrained: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> LLaDAModelLM:
+    """Load a LLaDA checkpoint (local dir or hub id) into `LLaDAModelLM`, strictly by weight name."""
+    from safetensors.torch import load_file
+
+    path = resolve_checkpoint(pretrained)
+    config = load_config(path)
+    dtype = dtype or default_dtype(device)
+    with torch.device("meta"):
+        model = LLaDAModelLM(config)
+    state: dict[str, Tensor] = {}
+    for shard in _weight_files(path):
+        for name, tensor in load_file(str(shard), device=str(device)).items():
+            state[name] = tensor.to(dtype)
+    expected = set(model.state_dict().keys())
+    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match the LLaDA layout; missing={missing[:5]} unexpected={unexpected[:5]}")
+    model.load_state_dict(state, assign=True, strict=True)
+    return model.eval().requires_grad_(False)
+
+
+def weight_shapes(config: LLaDAConfig) -> dict[str, tuple[int, ...]]:
+    """Every checkpoint tensor name and shape, in the hub's shard order (embedding, blocks, head)."""
+    d, v, f = config.d_model, config.padded_vocab, config.mlp_size
+    kv = config.effective_n_kv_heads * config.head_dim
+    shapes: dict[str, tuple[int, ...]] = {"model.transformer.wte.weight": (v, d)}
+    for i in range(config.n_layers):
+        b = f"model.transformer.blocks.{i}."
+        shapes.update({
+            b + "attn_norm.weight": (d,), b + "q_proj.weight": (d, d), b + "k_proj.weight": (kv, d),
+            b + "v_proj.weight": (kv, d), b + "attn_out.weight": (d, d), b + "ff_norm.weight": (d,),
+            b + "ff_proj.weight": (f, d), b + "up_proj.weight": (f, d), b + "ff_out.weight": (d, f),
+        })
+    shapes["model.transformer.ln_f.weight"] = (d,)
+    shapes["model.transformer.ff_out.weight"] = (v, d)
+    return shapes
+
+
+def write_checkpoint(
+    config: LLaDAConfig,
+    tensors: Iterable[tuple[str, Tensor]],
+    out_dir: str | os.PathLike,
+    dtype: torch.dtype = torch.bfloat16,
+    max_shard_bytes: int = 5 * 1024**3,
+    extra_config: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Write config.json, generation_config.json and safetensors shards with an index.
+
+    `tensors` is consumed lazily and shards are flushed as they fill, so an 8B-shaped random
+    checkpoint never needs more than one shard in memory.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names: list[list[str]] = []
+    pending: dict[str, Tensor] = {}
+    pending_bytes, total = 0, 0
+    tmp_files: list[Path] = []
+
+    def flush() -> None:
+        nonlocal pending, pending_bytes
+        tmp = out / f".shard-{len(tmp_files):05d}.tmp"
+        save_file(pending, str(tmp), metadata={"format": "pt"})
+        tmp_files.append(tmp)
+        names.append(list(pending))
+        pending, pending_bytes = {}, 0
+
+    for name, tensor in tensors:
+        t = tensor.detach().to("cpu", dtype).contiguous()
+        nbytes = t.numel() * t.element_size()
+        if pending and pending_bytes + nbytes > max_shard_bytes:
+            flush()
+        pending[name] = t
+        pending_bytes += nbytes
+        total += nbytes
+    if pending:
+        flush()
+    files, weight_map = [], {}
+    for i, (tmp, shard_names) in enumerate(zip(tmp_files, names), start=1):
+        final = out / f"model-{i:05d}-of-{len(tmp_files):05d}.safetensors"
+        tmp.replace(final)
+        files.append(final)
+        weight_map.update(dict.fromkeys(shard_names, final.name))
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out / WEIGHTS_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    cfg = {**LLADA_8B_CONFIG, **config.to_dict(), **(extra_config or {})}
+    cfg["torch_dtype"] = str(dtype).removeprefix("torch.")
+    (out / "config.json").write_text(json.dumps(dict(sorted(cfg.items())), indent=2) + "\n")
+    gen_cfg = {"bos_token_id": cfg.get("bos_token_id", 126080), "eos_token_id": cfg["eos_token_id"]}
+    (out / "generation_config.json").write_text(json.dumps(gen_cfg, indent=2) + "\n")
+    return files
+
+
+def save_llada(model: LLaDAModelLM, out_dir: str | os.PathLike, **kwargs: Any) -> list[Path]:
+    """Save a model in LLaDA's on-disk format (see `write_checkpoint` for the options)."""
+    state = model.state_dict()
+    order = [n for n in weight_shapes(model.config) if n in state]
+    return write_checkpoint(model.config, ((n, state[n]) for n in order), out_dir, **kwargs)
+
+
+def random_tensors(config: LLaDAConfig, seed: int, std: float = 0.02) -> Iterator[tuple[str, Tensor]]:
+    """Random weights by name: N(0, std), residual output projections scaled by 1/sqrt(2*n_layers),
+    norms at one. Generated one tensor at a time so any shape fits in memory."""
+    gen = torch.Generator().manual_seed(seed)
+    residual_std = std / math.sqrt(2 * config.n_layers)
+    for name, shape in weight_shapes(config).items():
+        if name.endswith("norm.weight") or name.endswith("ln_f.weight"):
+            yield name, torch.ones(shape)
+        elif ".blocks." in name and name.endswith(("attn_out.weight", "ff_out.weight")):
+            yield name, torch.randn(shape, generator=gen) * residual_std
+        else:
+            yield name, torch.randn(shape, generator=gen) * std
+
+
+def parameter_count(config: LLaDAConfig) -> int:
+    return sum(math.prod(s) for s in weight_shapes(config).values())
+
+
+def build_model(config: LLaDAConfig, seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LLaDAModelLM:
+    """A randomly initialised model in memory (tests and training start from this)."""
+    with torch.device("meta"):
+        model = LLaDAModelLM(config)
+    model.load_state_dict(dict(random_tensors(config, seed)), assign=True, strict=True)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+__all__: Sequence[str] = [
+    "LLADA_8B_CONFIG",
+    "KVCache",
+    "LLaDAConfig",
+    "LLaDAModelLM",
+    "build_model",
+    "default_dtype",
+    "load_config",
+    "load_llada",
+    "parameter_count",
+    "random_tensors",
+    "resolve_checkpoint",
+    "save_llada",
+    "weight_shapes",
+    "write_checkpoint",
+]
