@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dllm_eval.errors import UserError
+
 # --------------------------------------------------------------------------------------------
 # Config
 # --------------------------------------------------------------------------------------------
@@ -178,7 +180,7 @@ class LLaDAConfig:
         if self.n_heads % self.effective_n_kv_heads:
             problems.append("n_heads must be a multiple of n_kv_heads")
         if problems:
-            raise ValueError("unsupported LLaDA config: " + "; ".join(problems))
+            raise UserError("unsupported LLaDA config: " + "; ".join(problems))
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,12 +446,12 @@ def resolve_checkpoint(pretrained: str | os.PathLike) -> Path:
     path = Path(pretrained).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} has no config.json: not a LLaDA checkpoint directory")
+            raise UserError(f"{path} has no config.json: not a LLaDA checkpoint directory")
         return path
     if path.exists():
-        raise NotADirectoryError(f"pretrained={pretrained} is a file; pass the checkpoint directory")
+        raise UserError(f"pretrained={pretrained} is a file; pass the checkpoint directory")
     if str(pretrained).count("/") != 1 or str(pretrained).startswith((".", "/", "~")):
-        raise FileNotFoundError(f"pretrained={pretrained}: no such directory, and not a hub id of the form org/name")
+        raise UserError(f"pretrained={pretrained}: no such directory, and not a hub id of the form org/name")
     from huggingface_hub import snapshot_download
 
     try:
@@ -458,7 +460,7 @@ def resolve_checkpoint(pretrained: str | os.PathLike) -> Path:
             allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.txt", "*.model"],
         )
     except Exception as exc:  # offline, gated, typo: say which and how to fix it
-        raise FileNotFoundError(
+        raise UserError(
             f"could not fetch {pretrained} from the Hugging Face Hub ({type(exc).__name__}); "
             "download it first or pass a local directory"
         ) from exc
@@ -469,7 +471,7 @@ def load_config(path: str | os.PathLike) -> LLaDAConfig:
     raw = json.loads((Path(path) / "config.json").read_text())
     model_type = raw.get("model_type")
     if model_type not in (None, "llada"):
-        raise ValueError(f"{path}: config.json has model_type={model_type!r}; this loader reads LLaDA checkpoints")
+        raise UserError(f"{path}: config.json has model_type={model_type!r}; this loader reads LLaDA checkpoints")
     return LLaDAConfig.from_dict(raw)
 
 
@@ -482,7 +484,7 @@ def _weight_files(path: Path) -> list[Path]:
         return [path / SINGLE_WEIGHTS]
     shards = sorted(path.glob("*.safetensors"))
     if not shards:
-        raise FileNotFoundError(f"{path} has no safetensors weights ({WEIGHTS_INDEX} or {SINGLE_WEIGHTS})")
+        raise UserError(f"{path} has no safetensors weights ({WEIGHTS_INDEX} or {SINGLE_WEIGHTS})")
     return shards
 
 
@@ -506,7 +508,7 @@ def load_llada(
     expected = set(model.state_dict().keys())
     missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match the LLaDA layout; missing={missing[:5]} unexpected={unexpected[:5]}")
+        raise UserError(f"{path}: weights do not match the LLaDA layout; missing={missing[:5]} unexpected={unexpected[:5]}")
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval().requires_grad_(False)
 

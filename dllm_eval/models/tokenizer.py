@@ -165,3 +165,20 @@ def special_ids_of(tokenizer) -> SpecialIds:
 
     return SpecialIds(bos=tid(BOS), eos=tid(EOS), eot=tid(EOT), mask=tid(MASK),
                       start_header=tid(START_HEADER), end_header=tid(END_HEADER))
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """Load a checkpoint's tokenizer without running any repository code.
+
+    LLaDA's config.json carries an `auto_map` to its remote modeling code, which makes
+    `AutoTokenizer` ask for trust_remote_code. The tokenizer itself needs none: its
+    tokenizer_config.json names a stock class (PreTrainedTokenizerFast), which we load directly.
+    """
+    import transformers
+
+    config_file = Path(path) / "tokenizer_config.json"
+    cls_name = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.is_file() else None
+    cls = getattr(transformers, cls_name, None) if cls_name else None
+    if cls is not None and cls_name.endswith("Fast"):
+        return cls.from_pretrained(str(path))
+    return transformers.AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)

@@ -1,0 +1,472 @@
+"""The decode-step vocabulary every scheduler speaks: propose, select, commit, trace.
+
+A diffusion LM decodes a canvas `[prompt | gen_length masks]` by repeating one step:
+
+1. **propose** -- run the model on a window, take a token and a confidence for each masked
+   position (`propose`, from logits);
+2. **select** -- decide which proposals to keep (`select_quota`, `select_threshold`,
+   `select_factor`, or a scheduler's own rule);
+3. **commit** -- write the kept tokens into the canvas and remember at which step and with
+   which confidence each was committed (`DecodeState.commit`); `DecodeState.remask` undoes it;
+4. **trace** -- count the forward pass against every row that needed it, and summarise the
+   step (`Trace`).
+
+Schedulers differ only in how they order these steps and which KV cache mode they call the
+model with, so each scheduler is one short file on top of this one.
+
+NFE accounting: `Trace.forward(active)` is called once per model call; `batch_nfe` counts calls,
+and each row's `nfe` counts only the calls it took part in, i.e. the NFE it would have had if it
+had been decoded alone at batch 1. That makes per-document NFE comparable across batch sizes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from dllm_eval.errors import UserError
+from dllm_eval.models.llada import KVCache, LLaDAModelLM
+
+NEG_INF = float("-inf")
+SOFTMAX_DTYPES = {"model": None, "float32": torch.float32, "float64": torch.float64}
+
+
+# --------------------------------------------------------------------------------------------
+# propose
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proposal:
+    """Proposed tokens and their confidence for a window; confidence is -inf where not masked."""
+
+    tokens: Tensor  # [B, W] long
+    confidence: Tensor  # [B, W] float; -inf at positions that are not masked (or not eligible)
+
+
+def add_gumbel_noise(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+    """Exact Gumbel-max sampling from softmax(logits / T) in float64 (as LLaDA and Fast-dLLM).
+
+    Returns logits unchanged at T == 0, so argmax is greedy. Low-precision Gumbel noise is known
+    to hurt quality (arXiv:2409.02908), hence float64.
+    """
+    if temperature == 0:
+        return logits
+    logits64 = logits.to(torch.float64)
+    noise = torch.rand(logits64.shape, generator=generator, dtype=torch.float64, device=logits.device)
+    return logits64.exp() / (-torch.log(noise)) ** temperature
+
+
+def propose(
+    logits: Tensor,
+    masked: Tensor,
+    *,
+    temperature: float = 0.0,
+    remasking: str = "low_confidence",
+    softmax_dtype: str = "float64",
+    generator: torch.Generator | None = None,
+    eos_id: int | None = None,
+    eot_id: int | None = None,
+    logits_eos_inf: bool = False,
+    confidence_eos_eot_inf: str = "off",
+) -> Proposal:
+    """Token proposals and confidences for a window.
+
+    - `logits_eos_inf`: EOS can never be proposed (LLaDA's option of that name).
+    - `confidence_eos_eot_inf`: "off"; "shipped" reproduces LLaDA's chained assignment bug
+      (issue #137: only EOT's logit is set to -inf before the confidence softmax, so EOT
+      proposals get confidence 0 and EOS is not suppressed); "fixed" does what was meant:
+      both EOS and EOT proposals get confidence 0, so they are committed last.
+    - `softmax_dtype`: "model" keeps the logits' dtype (bf16 on GPU, as LLaDA's generate since
+      June 2025, which makes ties frequent); "float64" as Fast-dLLM.
+    """
+    if logits_eos_inf:
+        if eos_id is None:
+            raise ValueError("logits_eos_inf needs eos_id")
+        logits = logits.clone()
+        logits[..., eos_id] = NEG_INF
+    tokens = add_gumbel_noise(logits, temperature, generator).argmax(dim=-1)
+    if confidence_eos_eot_inf != "off":
+        if eos_id is None or eot_id is None:
+            raise ValueError("confidence_eos_eot_inf needs eos_id and eot_id")
+        logits = logits.clone()
+        logits[..., eot_id] = NEG_INF
+        if confidence_eos_eot_inf == "fixed":
+            logits[..., eos_id] = NEG_INF
+    if remasking == "low_confidence":
+        dtype = SOFTMAX_DTYPES[softmax_dtype]
+        probs = torch.softmax(logits if dtype is None else logits.to(dtype), dim=-1)
+        conf = probs.gather(-1, tokens[..., None]).squeeze(-1)
+    elif remasking == "random":
+        conf = torch.rand(tokens.shape, generator=generator, dtype=torch.float64, device=tokens.device)
+    else:
+        raise ValueError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
+    return Proposal(tokens=tokens, confidence=torch.where(masked, conf, torch.full_like(conf, NEG_INF)))
+
+
+# --------------------------------------------------------------------------------------------
+# select
+# --------------------------------------------------------------------------------------------
+
+
+def num_transfer_tokens(masked: Tensor, steps: int) -> Tensor:
+    """LLaDA's linear schedule: each of `steps` steps gets masks // steps, the first masks % steps
+    steps one more. Returns [B, steps] long."""
+    count = masked.sum(dim=1, keepdim=True)
+    base, rem = count // steps, count % steps
+    return base + (torch.arange(steps, device=masked.device)[None, :] < rem).long()
+
+
+def select_quota(confidence: Tensor, k: Tensor) -> Tensor:
+    """Keep the k[b] most confident positions of each row (torch.topk, as LLaDA, for equal ties).
+
+    Positions with confidence -inf (not masked) are never kept, even if k exceeds the masks left.
+    """
+    keep = torch.zeros(confidence.shape, dtype=torch.bool, device=confidence.device)
+    for row, kk in enumerate(k.tolist()):
+        if kk > 0:
+            keep[row, torch.topk(confidence[row], kk).indices] = True
+    return keep & (confidence != NEG_INF)
+
+
+def select_threshold(confidence: Tensor, masked: Tensor, threshold: float) -> Tensor:
+    """Fast-dLLM's threshold rule: every masked position with confidence >= tau, plus always the
+    single most confident one (so a step never commits nothing). Order of ties at the maximum
+    follows torch.topk over the masked positions, as the June-2025 code."""
+    keep = torch.zeros(confidence.shape, dtype=torch.bool, device=confidence.device)
+    for row, n in enumerate(masked.sum(dim=1).tolist()):
+        if n == 0:
+            continue
+        values, index = torch.topk(confidence[row], n)
+        chosen = values >= threshold
+        chosen[0] = True
+        keep[row, index[chosen]] = True
+    return keep
+
+
+def factor_count(sorted_confidence: list[float], factor: float) -> int:
+    """How many tokens Fast-dLLM's factor rule commits, given confidences sorted descending.
+
+    The n-th most confident token passes if c(n) >= 1 - f/(n+1) (the first always passes); the
+    scan stops at the first failure. Quirk kept on purpose (it is in the reference code): when
+    the scan stops at the *last* token, or all pass, the count is N, so a failing last token is
+    committed anyway; a single masked token is always committed.
+    """
+    n_masked = len(sorted_confidence)
+    top_i = 0
+    for top_i in range(n_masked):
+        threshold = -1.0 if top_i == 0 else 1.0 - factor / (top_i + 2)
+        if sorted_confidence[top_i] < threshold:
+            break
+    if top_i == 0 or top_i == n_masked - 1:
+        top_i += 1
+    return top_i
+
+
+def select_factor(confidence: Tensor, masked: Tensor, factor: float) -> Tensor:
+    """Fast-dLLM's factor rule (`get_transfer_index_dynamic`), per row; see `factor_count`."""
+    keep = torch.zeros(confidence.shape, dtype=torch.bool, device=confidence.device)
+    for row, n in enumerate(masked.sum(dim=1).tolist()):
+        if n == 0:
+            continue
+        values = torch.sort(confidence[row][masked[row]], descending=True).values.tolist()
+        k = factor_count(values, factor)
+        keep[row, torch.topk(confidence[row], k).indices] = True
+    return keep
+
+
+# --------------------------------------------------------------------------------------------
+# trace
+# --------------------------------------------------------------------------------------------
+
+
+class Trace:
+    """What the decoder did, per row: forwards, commits per step, confidences, events."""
+
+    def __init__(self, batch: int, device: torch.device) -> None:
+        self.batch = batch
+        self.device = device
+        self.batch_nfe = 0
+        self.row_nfe = torch.zeros(batch, dtype=torch.long, device=device)
+        self._steps: list[tuple[int, Tensor, Tensor, Tensor, Tensor]] = []
+        self.events: list[list[dict[str, Any]]] = [[] for _ in range(batch)]
+        self.metrics: list[dict[str, Any]] = [{} for _ in range(batch)]
+
+    def forward(self, active: Tensor | None = None) -> None:
+        """One model call; `active` [B] marks the rows that needed it (default: all)."""
+        self.batch_nfe += 1
+        self.row_nfe += 1 if active is None else active.long()
+
+    def step(self, block: int, transfer: Tensor, confidence: Tensor) -> None:
+        """Summarise one commit: how many tokens each row committed and with what confidence."""
+        conf = torch.where(transfer, confidence.double(), torch.full_like(confidence, float("nan"), dtype=torch.float64))
+        count = transfer.sum(dim=1)
+        self._steps.append((block, count, conf.nan_to_num(float("inf")).amin(dim=1),
+                            conf.nansum(dim=1) / count.clamp(min=1), conf.nan_to_num(float("-inf")).amax(dim=1)))
+
+    def event(self, row: int, kind: str, **data: Any) -> None:
+        self.events[row].append({"type": kind, **data})
+
+    def event_all(self, rows: Tensor | None, kind: str, **data: Any) -> None:
+        for row in range(self.batch) if rows is None else rows.nonzero().flatten().tolist():
+            self.event(row, kind, **data)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Per-row trace dicts (tensors moved to Python once, at the end)."""
+        out = [{"nfe": int(n), "steps": [], "events": self.events[r], "metrics": self.metrics[r]}
+               for r, n in enumerate(self.row_nfe.tolist())]
+        for block, count, cmin, cmean, cmax in self._steps:
+            for r, (c, lo, mid, hi) in enumerate(zip(count.tolist(), cmin.tolist(), cmean.tolist(), cmax.tolist())):
+                if c:
+                    out[r]["steps"].append({"block": block, "committed": c, "conf_min": round(lo, 6),
+                                            "conf_mean": round(mid, 6), "conf_max": round(hi, 6)})
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# commit: the decode state
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecodeState:
+    """The canvas being decoded and everything known about each generated position."""
+
+    canvas: Tensor  # [B, P + G] long: left-padded prompt, then the generation region
+    attention_mask: Tensor | None  # [B, P + G] (1 real, 0 padding) or None without padding
+    prompt_len: int
+    gen_length: int
+    mask_id: int
+    eos_id: int
+    trace: Trace
+    commit_conf: Tensor = field(init=False)  # [B, G] float64, NaN until committed
+    commit_step: Tensor = field(init=False)  # [B, G] long, -1 until committed
+    step_counter: int = 0
+
+    def __post_init__(self) -> None:
+        batch, device = self.canvas.shape[0], self.canvas.device
+        self.commit_conf = torch.full((batch, self.gen_length), float("nan"), dtype=torch.float64, device=device)
+        self.commit_step = torch.full((batch, self.gen_length), -1, dtype=torch.long, device=device)
+
+    @classmethod
+    def start(cls, model: LLaDAModelLM, prompt: Tensor, attention_mask: Tensor | None, gen_length: int) -> DecodeState:
+        cfg = model.config
+        batch, plen = prompt.shape
+        canvas = torch.full((batch, plen + gen_length), cfg.mask_token_id, dtype=torch.long, device=prompt.device)
+        canvas[:, :plen] = prompt
+        if (prompt == cfg.mask_token_id).any():
+            raise UserError("the prompt contains the mask token id; it would be decoded as a blank")
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = torch.ones(canvas.shape, dtype=torch.long, device=prompt.device)
+            mask[:, :plen] = attention_mask
+        return cls(canvas, mask, plen, gen_length, cfg.mask_token_id, cfg.eos_token_id, Trace(batch, prompt.device))
+
+    # -- geometry --------------------------------------------------------------------------
+    @property
+    def batch(self) -> int:
+        return self.canvas.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.canvas.shape[1]
+
+    def blocks(self, block_length: int) -> Iterator[tuple[int, int, int]]:
+        """(index, start, end) of each fixed-size block of the generation region, in canvas coordinates."""
+        for b in range(self.gen_length // block_length):
+            start = self.prompt_len + b * block_length
+            yield b, start, start + block_length
+
+    def masked(self, start: int, end: int) -> Tensor:
+        return self.canvas[:, start:end] == self.mask_id
+
+    def incomplete(self, start: int, end: int) -> Tensor:
+        """[B] rows that still have masks in [start, end)."""
+        return self.masked(start, end).any(dim=1)
+
+    # -- commit / remask -------------------------------------------------------------------
+    def commit(self, start: int, transfer: Tensor, proposal: Proposal, block: int = -1) -> Tensor:
+        """Write the selected proposals of the window starting at `start`; returns the count per row."""
+        width = transfer.shape[1]
+        window = self.canvas[:, start:start + width]
+        window[transfer] = proposal.tokens[transfer]
+        gen_lo = start - self.prompt_len
+        if gen_lo >= 0:
+            conf = self.commit_conf[:, gen_lo:gen_lo + width]
+            conf[transfer] = proposal.confidence[transfer].double()
+            self.commit_step[:, gen_lo:gen_lo + width][transfer] = self.step_counter
+        self.trace.step(block, transfer, proposal.confidence)
+        self.step_counter += 1
+        return transfer.sum(dim=1)
+
+    def remask(self, positions: Tensor) -> None:
+        """Turn committed generated positions back into masks; `positions` is [B, G] bool."""
+        region = self.canvas[:, self.prompt_len:]
+        region[positions] = self.mask_id
+        self.commit_conf[positions] = float("nan")
+        self.commit_step[positions] = -1
+
+    def fill_after_eos(self) -> Tensor:
+        """For `stop_at_eos`: once a row has committed EOS at p, every mask after p can only be
+        EOS (LLaDA pads answers with EOS, and text after the first EOS is cut anyway), so fill
+        them without a forward pass. Returns [B] the number of positions filled."""
+        region = self.canvas[:, self.prompt_len:]
+        is_eos = region == self.eos_id
+        has_eos = is_eos.any(dim=1)
+        first = torch.where(has_eos, is_eos.float().argmax(dim=1), torch.full_like(has_eos, self.gen_length, dtype=torch.long))
+        after = torch.arange(self.gen_length, device=region.device)[None, :] > first[:, None]
+        fill = after & (region == self.mask_id)
+        region[fill] = self.eos_id
+        return fill.sum(dim=1)
+
+    # -- model calls -------------------------------------------------------------------------
+    def logits_full(self, model: LLaDAModelLM, start: int, end: int, cache: KVCache | None = None) -> Tensor:
+        """Full forward over the canvas (filling `cache` if given); logits of [start, end)."""
+        return model(self.canvas, attention_mask=self.attention_mask, cache=cache, write=cache is not None,
+                     logits_positions=slice(start, end))
+
+    def logits_window(self, model: LLaDAModelLM, cache: KVCache, start: int, end: int, attend: str,
+                      logits_end: int | None = None, write: bool = False) -> Tensor:
+        """Forward over canvas[start:end] using `cache` ("prefix" or "cache" mode); logits of
+        [start, logits_end) (default: the whole window)."""
+        window = torch.arange(start, end, device=self.canvas.device)
+        width = (logits_end or end) - start
+        return model(self.canvas[:, start:end], window=window, attention_mask=self.attention_mask, cache=cache,
+                     attend=attend, write=write, logits_positions=slice(0, width))
+
+    def generated(self) -> Tensor:
+        return self.canvas[:, self.prompt_len:]
+
+
+# --------------------------------------------------------------------------------------------
+# scheduler parameters, registry and output
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CommonParams:
+    """Parameters every scheduler takes. Subclasses add their own fields with defaults."""
+
+    gen_length: int = 128
+    block_length: int = 32
+    temperature: float = 0.0
+    remasking: str = "low_confidence"
+    softmax_dtype: str = "float64"
+    stop_at_eos: bool = False
+
+    def validate(self) -> None:
+        if self.gen_length <= 0 or self.block_length <= 0:
+            raise UserError(f"gen_length ({self.gen_length}) and block_length ({self.block_length}) must be positive")
+        if self.gen_length % self.block_length:
+            raise UserError(f"gen_length={self.gen_length} must be a multiple of block_length={self.block_length}")
+        if self.temperature < 0:
+            raise UserError(f"temperature must be >= 0, got {self.temperature}")
+        if self.remasking not in ("low_confidence", "random"):
+            raise UserError(f"remasking must be low_confidence or random, got {self.remasking!r}")
+        if self.softmax_dtype not in SOFTMAX_DTYPES:
+            raise UserError(f"softmax_dtype must be one of {sorted(SOFTMAX_DTYPES)}, got {self.softmax_dtype!r}")
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_length
+
+    def propose_kwargs(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "remasking": self.remasking, "softmax_dtype": self.softmax_dtype}
+
+
+@dataclass
+class GenerationOutput:
+    tokens: Tensor  # [B, gen_length] the generated region (EOS padding included)
+    traces: list[dict[str, Any]]  # per row: nfe, steps, events, metrics
+    batch_nfe: int
+    wall_s: float
+
+
+class Scheduler:
+    """Base class: holds validated params; subclasses implement `decode(model, state, generator)`."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[CommonParams]] = CommonParams
+
+    def __init__(self, params: CommonParams) -> None:
+        params.validate()
+        self.params = params
+
+    def decode(self, model: LLaDAModelLM, state: DecodeState, generator: torch.Generator | None) -> None:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        model: LLaDAModelLM,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> GenerationOutput:
+        """Decode `gen_length` tokens after each (left-padded) prompt row."""
+        started = time.perf_counter()
+        state = DecodeState.start(model, input_ids.to(model.device),
+                                  None if attention_mask is None else attention_mask.to(model.device),
+                                  self.params.gen_length)
+        self.decode(model, state, generator)
+        if state.canvas.device.type == "cuda":
+            torch.cuda.synchronize(state.canvas.device)
+        wall = time.perf_counter() - started
+        left = int(state.masked(state.prompt_len, state.length).sum())
+        if left:
+            raise RuntimeError(f"{self.name} left {left} masked positions undecoded (a scheduler bug)")
+        return GenerationOutput(state.generated().clone(), state.trace.rows(), state.trace.batch_nfe, wall)
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    cls: type[Scheduler]
+    preset: dict[str, Any]
+    description: str
+
+
+SCHEDULERS: dict[str, SchedulerSpec] = {}
+
+
+def register(name: str, description: str, **preset: Any):
+    """Class decorator registering a scheduler (and optional preset variants via `register_variant`)."""
+
+    def wrap(cls: type[Scheduler]) -> type[Scheduler]:
+        cls.name = name
+        SCHEDULERS[name] = SchedulerSpec(cls, preset, description)
+        return cls
+
+    return wrap
+
+
+def register_variant(name: str, base: type[Scheduler], description: str, **preset: Any) -> None:
+    """A named preset of an existing scheduler (e.g. an ablation row or a control)."""
+    SCHEDULERS[name] = SchedulerSpec(base, preset, description)
+
+
+def param_fields(name: str) -> dict[str, Any]:
+    """Parameter name -> default for a registered scheduler (preset applied)."""
+    spec = SCHEDULERS[name]
+    defaults = {f.name: f.default for f in fields(spec.cls.Params)}
+    defaults.update(spec.preset)
+    return defaults
+
+
+def get_scheduler(name: str, **params: Any) -> Scheduler:
+    """Build a registered scheduler; unknown names or parameters fail with the valid options."""
+    if name not in SCHEDULERS:
+        raise UserError(f"unknown scheduler {name!r}; choose one of: {', '.join(sorted(SCHEDULERS))}")
+    spec = SCHEDULERS[name]
+    valid = param_fields(name)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise UserError(f"scheduler {name!r} has no parameter {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+    merged = {**spec.preset, **params}
+    instance = spec.cls(spec.cls.Params(**merged))
+    instance.name = name
+    return instance

@@ -1,0 +1,156 @@
+"""`fast_dllm`: Fast-dLLM v1 for LLaDA (NVlabs/Fast-dLLM `llada/generate.py`), reference section 2.
+
+Per block, left to right:
+
+- `cache="none"`: every step is a full-canvas forward (`generate`);
+- `cache="prefix"`: step 0 uses a full forward that also fills the KV cache; later steps run the
+  block plus everything after it, attending to the cached prefix (`generate_with_prefix_cache`);
+- `cache="dual"`: as prefix, but later steps run only the block and attend to the whole cached
+  canvas, refreshing the block's KV in place (`generate_with_dual_cache`). The prefix and the
+  masked suffix stay as that block's first full forward computed them.
+
+Which proposals are committed each step:
+
+- quota (`threshold=None, factor=None`): LLaDA's linear schedule over `steps / num_blocks`;
+- `threshold=tau`: every masked token with confidence >= tau, plus the most confident one;
+- `factor=f`: the largest n with c(n) >= 1 - f/(n+1), with the reference's off-by-one quirk
+  (see `select_factor`); `factor` overrides `threshold`, as in the reference.
+
+Every block iterates until it is complete (the June-2025 semantics; the later dual-cache loop
+that stops after `steps_per_block` forwards and can leave masks is deliberately not copied).
+
+NFE convention (`block_check`):
+- "june" (default, for parity with the pinned June-2025 code): in the cached modes, the
+  "block complete?" check sits at the bottom of the loop, so when the full forward's step 0
+  already completes a block, one more forward runs (and commits nothing);
+- "top": the check sits at the top (Fast-dLLM from commit cb3a757): same tokens, up to one
+  forward fewer per block.
+The confidence softmax is float64 by default, as in Fast-dLLM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dllm_eval.errors import UserError
+from dllm_eval.models.llada import KVCache, LLaDAModelLM
+from dllm_eval.schedulers.base import (
+    CommonParams,
+    DecodeState,
+    Proposal,
+    Scheduler,
+    num_transfer_tokens,
+    propose,
+    register,
+    register_variant,
+    select_factor,
+    select_quota,
+    select_threshold,
+)
+
+CACHE_MODES = ("none", "prefix", "dual")
+
+
+@dataclass
+class FastDLLMParams(CommonParams):
+    steps: int | None = None  # default gen_length; only sets the quota schedule (and must divide into blocks)
+    cache: str = "dual"
+    threshold: float | None = 0.9
+    factor: float | None = None
+    block_check: str = "june"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.cache not in CACHE_MODES:
+            raise UserError(f"cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
+        steps = self.total_steps
+        if steps <= 0 or steps % self.num_blocks:
+            raise UserError(f"steps={steps} must be a positive multiple of the number of blocks ({self.num_blocks})")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise UserError(f"threshold must be in [0, 1] (or None for the quota schedule), got {self.threshold}")
+        if self.factor is not None and self.factor <= 0:
+            raise UserError(f"factor must be > 0, got {self.factor}")
+        if self.block_check not in ("june", "top"):
+            raise UserError(f"block_check must be 'june' or 'top', got {self.block_check!r}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.gen_length if self.steps is None else self.steps
+
+    @property
+    def rule(self) -> str:
+        return "factor" if self.factor is not None else "threshold" if self.threshold is not None else "quota"
+
+
+@register("fast_dllm", "Fast-dLLM v1: block KV cache (none/prefix/dual) + threshold/factor parallel decoding")
+class FastDLLM(Scheduler):
+    Params = FastDLLMParams
+    params: FastDLLMParams
+
+    def decode(self, model: LLaDAModelLM, state: DecodeState, generator: torch.Generator | None) -> None:
+        p = self.params
+        cache = KVCache.for_model(model, state.batch, state.length) if p.cache != "none" else None
+        steps_per_block = p.total_steps // p.num_blocks
+        for block, start, end in state.blocks(p.block_length):
+            if p.stop_at_eos and not bool(state.incomplete(start, end).any()):
+                continue  # already all EOS: nothing to decode
+            quota = num_transfer_tokens(state.masked(start, end), steps_per_block)
+            if cache is None:
+                self._decode_block_uncached(model, state, block, start, end, quota, generator)
+            else:
+                self._decode_block_cached(model, state, cache, block, start, end, quota, generator)
+
+    # -- one step ------------------------------------------------------------------------------
+    def _step(self, state: DecodeState, logits: torch.Tensor, block: int, start: int, end: int,
+              quota: torch.Tensor, i: int, generator: torch.Generator | None) -> None:
+        p = self.params
+        masked = state.masked(start, end)
+        proposal: Proposal = propose(logits, masked, generator=generator, **p.propose_kwargs())
+        if p.rule == "factor":
+            transfer = select_factor(proposal.confidence, masked, p.factor)
+        elif p.rule == "threshold":
+            transfer = select_threshold(proposal.confidence, masked, p.threshold)
+        else:  # past the schedule (June's extra forward) nothing more is owed
+            k = quota[:, i] if i < quota.shape[1] else torch.zeros_like(quota[:, 0])
+            transfer = select_quota(proposal.confidence, k)
+        state.commit(start, transfer, proposal, block)
+        if p.stop_at_eos:
+            filled = state.fill_after_eos()
+            for row in filled.nonzero().flatten().tolist():
+                state.trace.event(row, "eos_fill", positions=int(filled[row]))
+
+    # -- the three cache modes ---------------------------------------------------------------------
+    def _decode_block_uncached(self, model, state, block, start, end, quota, generator) -> None:
+        i = 0
+        while bool((active := state.incomplete(start, end)).any()):
+            logits = state.logits_full(model, start, end)
+            state.trace.forward(active)
+            self._step(state, logits, block, start, end, quota, i, generator)
+            i += 1
+
+    def _decode_block_cached(self, model, state, cache: KVCache, block, start, end, quota, generator) -> None:
+        p = self.params
+        active = state.incomplete(start, end)
+        logits = state.logits_full(model, start, end, cache=cache)  # fills the cache for this block
+        state.trace.forward(active)
+        self._step(state, logits, block, start, end, quota, 0, generator)
+        i = 1
+        while True:
+            incomplete = state.incomplete(start, end)
+            # June: the check is at the bottom, so the first loop pass always runs.
+            active = incomplete | active if (p.block_check == "june" and i == 1) else incomplete
+            if not bool(active.any()):
+                break
+            if p.cache == "prefix":
+                logits = state.logits_window(model, cache, start, state.length, "prefix", logits_end=end)
+            else:
+                logits = state.logits_window(model, cache, start, end, "cache", write=True)
+            state.trace.forward(active)
+            self._step(state, logits, block, start, end, quota, i, generator)
+            i += 1
+
+
+register_variant("fast_dllm_prefix", FastDLLM, "Fast-dLLM with the prefix cache", cache="prefix")
+register_variant("fast_dllm_nocache", FastDLLM, "Fast-dLLM parallel decoding without a cache", cache="none")
