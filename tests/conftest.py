@@ -27,3 +27,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_configure(config):
+    # Tiny models run fastest single-threaded, and CI has only 2 cores shared with subprocesses.
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except Exception:
+        pass

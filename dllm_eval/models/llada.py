@@ -611,11 +611,12 @@ def parameter_count(config: LLaDAConfig) -> int:
     return sum(math.prod(s) for s in weight_shapes(config).values())
 
 
-def build_model(config: LLaDAConfig, seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LLaDAModelLM:
+def build_model(config: LLaDAConfig, seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                std: float = 0.02) -> LLaDAModelLM:
     """A randomly initialised model in memory (tests and training start from this)."""
     with torch.device("meta"):
         model = LLaDAModelLM(config)
-    model.load_state_dict(dict(random_tensors(config, seed)), assign=True, strict=True)
+    model.load_state_dict(dict(random_tensors(config, seed, std)), assign=True, strict=True)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 

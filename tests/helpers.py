@@ -1,0 +1,29 @@
+"""Small shared fixtures for the model/scheduler tests."""
+
+from __future__ import annotations
+
+import torch
+
+from dllm_eval.models.llada import LLaDAConfig, LLaDAModelLM, build_model
+
+MASK, EOS = 260, 257
+
+
+def tiny_config(**overrides) -> LLaDAConfig:
+    base = dict(d_model=64, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=128, vocab_size=300,
+                embedding_size=300, mask_token_id=MASK, eos_token_id=EOS, pad_token_id=EOS)
+    base.update(overrides)
+    return LLaDAConfig(**base)
+
+
+def peaky_model(seed: int = 0, dtype: torch.dtype = torch.float64) -> LLaDAModelLM:
+    """Random weights with enough scale that predictions vary by position and confidences spread
+    over (0, 1): the selection rules then have real choices to make."""
+    model = build_model(tiny_config(), seed=seed, dtype=dtype, std=0.5)
+    model.model.transformer.ff_out.weight.mul_(2.0)
+    return model
+
+
+def random_prompt(length: int, seed: int, batch: int = 1) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 250, (batch, length), generator=gen)
