@@ -21,6 +21,7 @@ def peaky_model(seed: int = 0, dtype: torch.dtype = torch.float64) -> LLaDAModel
     over (0, 1): the selection rules then have real choices to make."""
     model = build_model(tiny_config(), seed=seed, dtype=dtype, std=0.5)
     model.model.transformer.ff_out.weight.mul_(2.0)
+    model.model.transformer.ff_out.weight[MASK] = 0.0  # like a trained model, never predict the mask
     return model
 
 

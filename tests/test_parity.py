@@ -127,16 +127,17 @@ def test_cfg_runs_and_changes_the_output(model):
 
 
 def test_stop_at_eos_fills_after_first_eos_and_saves_forwards():
-    model = peaky_model(seed=2)
+    model = peaky_model(seed=3)
     model.model.transformer.ff_out.weight[257].mul_(3.0)  # make EOS a frequent proposal
     prompt = random_prompt(10, 7)
     base = ours(model, "fast_dllm", prompt, cache="dual")
     early = ours(model, "fast_dllm", prompt, cache="dual", stop_at_eos=True)
     tokens = early[0][0].tolist()
-    assert 257 in tokens
     first = tokens.index(257)
     assert all(t == 257 for t in tokens[first:])
-    assert early[1] <= base[1]
+    assert early[1] < base[1]
+    assert any(e["type"] == "eos_fill" for e in early[2].traces[0]["events"])
+    assert base[0][0].tolist()[:first] == tokens[:first]  # here the text before EOS is unchanged
 
 
 def test_trace_records_steps_and_confidences(model):

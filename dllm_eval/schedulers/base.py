@@ -74,6 +74,7 @@ def propose(
     eot_id: int | None = None,
     logits_eos_inf: bool = False,
     confidence_eos_eot_inf: str = "off",
+    mask_id: int | None = None,
 ) -> Proposal:
     """Token proposals and confidences for a window.
 
@@ -90,7 +91,11 @@ def propose(
             raise ValueError("logits_eos_inf needs eos_id")
         logits = logits.clone()
         logits[..., eos_id] = NEG_INF
-    tokens = add_gumbel_noise(logits, temperature, generator).argmax(dim=-1)
+    scores = add_gumbel_noise(logits, temperature, generator)
+    if mask_id is not None:
+        scores = scores.clone() if scores is logits else scores
+        scores[..., mask_id] = NEG_INF if temperature == 0 else 0.0  # Gumbel scores are positive
+    tokens = scores.argmax(dim=-1)
     if confidence_eos_eot_inf != "off":
         if eos_id is None or eot_id is None:
             raise ValueError("confidence_eos_eot_inf needs eos_id and eot_id")

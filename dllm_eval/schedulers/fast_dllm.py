@@ -107,7 +107,7 @@ class FastDLLM(Scheduler):
               quota: torch.Tensor, i: int, generator: torch.Generator | None) -> None:
         p = self.params
         masked = state.masked(start, end)
-        proposal: Proposal = propose(logits, masked, generator=generator, **p.propose_kwargs())
+        proposal: Proposal = propose(logits, masked, generator=generator, mask_id=state.mask_id, **p.propose_kwargs())
         if p.rule == "factor":
             transfer = select_factor(proposal.confidence, masked, p.factor)
         elif p.rule == "threshold":

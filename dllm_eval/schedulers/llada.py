@@ -79,7 +79,8 @@ class LLaDASampler(Scheduler):
                 state.trace.forward(active if p.stop_at_eos else None)
                 proposal = propose(logits, state.masked(start, end), generator=generator, eos_id=state.eos_id,
                                    eot_id=eot_id, logits_eos_inf=p.logits_eos_inf,
-                                   confidence_eos_eot_inf=p.confidence_eos_eot_inf, **p.propose_kwargs())
+                                   confidence_eos_eot_inf=p.confidence_eos_eot_inf, mask_id=state.mask_id,
+                                   **p.propose_kwargs())
                 state.commit(start, select_quota(proposal.confidence, quota[:, i]), proposal, block)
                 if p.stop_at_eos:
                     self._fill(state)
