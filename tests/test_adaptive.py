@@ -14,8 +14,7 @@ import torch
 
 from dllm_eval.errors import UserError
 from dllm_eval.models.llada import KVCache, LLaDAConfig, build_model
-from dllm_eval.schedulers import adaptive  # noqa: F401  (registers adaptive and its variants)
-from dllm_eval.schedulers.adaptive import tiered_window
+from dllm_eval.schedulers.adaptive import tiered_window  # importing it registers adaptive and its variants
 from dllm_eval.schedulers.base import get_scheduler
 from tests.fake_model import ScriptedModel, entropy_of, prompt_tensor, table_script
 
@@ -200,7 +199,7 @@ def test_tiered_windows_give_exactly_the_full_recompute_when_the_policy_says_fre
     for window in windows:
         full = model(canvas, logits_positions=slice(*active))
         assert fresh(cache, window, changed_at)
-        assert torch.allclose(tiered_logits(cache, window), full, rtol=0, atol=1e-12)
+        assert torch.equal(tiered_logits(cache, window), full)
     canvas[0, p + 40:p + 44] = torch.tensor([5, 6, 7, 8])  # a commit in the active block
     changed_at = cache.tick()
     full = model(canvas, logits_positions=slice(*active))
@@ -210,7 +209,7 @@ def test_tiered_windows_give_exactly_the_full_recompute_when_the_policy_says_fre
     model(canvas, cache=cache, write=True)  # rewrite every tier
     for window in windows:
         assert fresh(cache, window, changed_at)
-        assert torch.allclose(tiered_logits(cache, window), full, rtol=0, atol=1e-12)
+        assert torch.equal(tiered_logits(cache, window), full)
 
 
 def test_hit_rate_is_the_served_fraction_of_attended_positions():
@@ -303,3 +302,20 @@ def test_bad_parameters_are_user_errors(params, message):
 def test_gen_length_need_not_be_a_multiple_of_any_block():
     out, _ = run("adaptive", const(0.99, 50), 50)
     assert sum(out.traces[0]["metrics"]["block_sizes"]) == 50
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_real_model_padded_batch_equals_rows_alone(name):
+    from tests.helpers import peaky_model, random_prompt
+
+    model = peaky_model()
+    rows = [random_prompt(n, 30 + i)[0] for i, n in enumerate([11, 4, 8])]
+    ids, mask = prompt_tensor(*[r.tolist() for r in rows])
+    sched = get_scheduler(name, gen_length=48)
+    together = sched.generate(model, ids, attention_mask=mask)
+    assert not (together.tokens == model.config.mask_token_id).any()
+    for i, row in enumerate(rows):
+        alone = sched.generate(model, row[None])
+        assert torch.equal(together.tokens[i], alone.tokens[0]), f"row {i}"
+        assert together.traces[i]["nfe"] == alone.traces[0]["nfe"]
+        assert together.traces[i]["metrics"] == alone.traces[0]["metrics"]

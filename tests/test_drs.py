@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from dllm_eval.errors import UserError
-from dllm_eval.schedulers import drs  # noqa: F401  (registers drs, drs_uniform, drs_v2)
 from dllm_eval.schedulers.base import get_scheduler
-from dllm_eval.schedulers.drs import largest_remainder
+from dllm_eval.schedulers.drs import largest_remainder  # importing it registers drs, drs_uniform, drs_v2
 from tests.fake_model import ScriptedModel, prompt_tensor, table_script
 
 SURE, UNSURE = 0.99, 0.5
@@ -217,3 +216,24 @@ def test_batched_rows_equal_single_row_runs(name, params):
 def test_bad_parameters_are_user_errors(name, params, message):
     with pytest.raises(UserError, match=message):
         get_scheduler(name, **params)
+
+
+@pytest.mark.parametrize("name,params", [
+    ("drs", dict(t_base=4, refine_budget=6)),
+    ("drs_uniform", dict(t_base=4, refine_budget=6)),
+    ("drs_v2", dict(refine_budget=6)),
+])
+def test_real_model_padded_batch_equals_rows_alone(name, params):
+    from tests.helpers import peaky_model, random_prompt
+
+    model = peaky_model()
+    rows = [random_prompt(n, 20 + i)[0] for i, n in enumerate([11, 4, 8])]
+    ids, mask = prompt_tensor(*[r.tolist() for r in rows])
+    sched = get_scheduler(name, gen_length=32, block_length=8, **params)
+    together = sched.generate(model, ids, attention_mask=mask)
+    assert not (together.tokens == model.config.mask_token_id).any()
+    for i, row in enumerate(rows):
+        alone = sched.generate(model, row[None])
+        assert torch.equal(together.tokens[i], alone.tokens[0]), f"row {i}"
+        assert together.traces[i]["nfe"] == alone.traces[0]["nfe"]
+        assert together.traces[i]["events"] == alone.traces[0]["events"]

@@ -30,6 +30,29 @@ SETTINGS: list[tuple[str, str, dict]] = [
 ]
 
 
+def random_model_on_device(shape: str, device: str):
+    """A random-weight model of a named shape allocated straight on `device` in its default dtype."""
+    from dllm_eval.checkpoints import SHAPES
+    from dllm_eval.models.llada import LLaDAConfig, LLaDAModelLM, default_dtype
+
+    dims = SHAPES[shape]
+    config = LLaDAConfig(d_model=dims["d_model"], n_heads=dims["n_heads"], n_kv_heads=dims["n_heads"],
+                         n_layers=dims["n_layers"], mlp_hidden_size=dims["mlp_hidden_size"],
+                         vocab_size=dims["vocab_size"], embedding_size=dims["vocab_size"],
+                         mask_token_id=126336 if dims["vocab_size"] > 126336 else dims["vocab_size"] - 1)
+    with torch.device("meta"):
+        model = LLaDAModelLM(config)
+    model = model.to_empty(device=device).to(default_dtype(device))
+    gen = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight") or name.endswith("ln_f.weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, 0.02, generator=gen)
+    return model.eval().requires_grad_(False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pretrained", help="checkpoint dir; default: a random checkpoint of --shape")
@@ -40,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-length", type=int, default=64)
     parser.add_argument("--gen-length", type=int, default=128)
     parser.add_argument("--block-length", type=int, default=32)
+    parser.add_argument("--in-memory", action="store_true",
+                        help="build the random --shape model directly on the device (no 16 GB checkpoint on disk)")
+    parser.add_argument("--settings", default="", help="comma-separated labels to run (default: all)")
     parser.add_argument("--schedulers", default="", help="comma-separated extra registered scheduler names")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -49,18 +75,24 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = args.pretrained
-        if path is None:
+        if args.in_memory:
+            model = random_model_on_device(args.shape, args.device)
+        elif path is None:
             from dllm_eval.checkpoints import add_arguments, write_random_checkpoint
 
             ck_parser = argparse.ArgumentParser()
             add_arguments(ck_parser)
             ck_args = ck_parser.parse_args(["--out", f"{tmp}/ckpt", "--shape", args.shape])
             path = str(write_random_checkpoint(ck_args))
-        model = load_llada(path, device=args.device)
+        if not args.in_memory:
+            model = load_llada(path, device=args.device)
         vocab_hi = min(model.config.mask_token_id, 250)
         gen = torch.Generator().manual_seed(0)
         prompts = torch.randint(0, vocab_hi, (args.prompts, args.prompt_length), generator=gen)
         settings = list(SETTINGS) + [(name, name, {}) for name in filter(None, args.schedulers.split(","))]
+        if args.settings:
+            wanted = set(args.settings.split(","))
+            settings = [s for s in settings if s[0] in wanted or s[1] in wanted]
         rows = []
         for label, name, params in settings:
             params = dict(params)
