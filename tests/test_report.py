@@ -1,0 +1,251 @@
+"""The report: numbers, verdicts, controls, seed claims, files, and all-or-nothing writing."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dllm_eval import cli
+from dllm_eval.analysis import report
+from dllm_eval.analysis.claims import CLAIMS, judge
+from dllm_eval.analysis.loading import load_run
+from dllm_eval.analysis.synthetic import write_fake_matrix_run
+
+BASE = {"scheduler": "fast_dllm", "cache": "dual", "threshold": 0.9, "block_length": 32}
+T03 = {"scheduler": "fast_dllm", "cache": "dual", "threshold": 0.3, "block_length": 32}
+ROLES = {"aa": "control_aa", "t03": "control_degraded"}
+
+
+@pytest.fixture(autouse=True)
+def _fast_bootstrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report, "N_RESAMPLES", 499)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("report") / "run"
+    configs = {
+        "base": BASE,
+        "adaptive": {"scheduler": "adaptive"},
+        "drs": {"scheduler": "drs", "block_length": 32},
+        "drs_uniform": {"scheduler": "drs_uniform", "block_length": 32},
+        "aa": dict(BASE),
+        "t03": T03,
+    }
+    return write_fake_matrix_run(root, configs, baseline="base", roles=ROLES, limit=160)
+
+
+def _summary(root: Path, **kw) -> report.Summary:
+    return report.build_summary(load_run(root), **kw)
+
+
+@pytest.fixture(scope="module")
+def summary(run_dir: Path) -> report.Summary:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "N_RESAMPLES", 499)
+        return _summary(run_dir)
+
+
+def test_summary_numbers_and_verdicts(summary: report.Summary) -> None:
+    s = summary
+    assert s.baseline == "base"
+    assert s.labels[0] == "base" and s.labels[-2:] == ["aa", "t03"]  # controls last
+    math_t = next(t for t in s.tasks if t.task == "synth_math")
+    assert math_t.filter == "strict-match" and math_t.n_docs == 160
+    rows = {r.label: r for r in math_t.rows}
+    assert rows["base"].verdict == "baseline"
+    for r in rows.values():
+        assert r.acc_low <= r.acc <= r.acc_high
+        if r.label != "base":
+            assert r.delta_low <= r.delta <= r.delta_high
+            assert r.b is not None and r.c is not None
+            assert r.mde > 0
+    # Holm: adjusted >= raw, controls are outside the family
+    for lab in ("adaptive", "drs", "drs_uniform"):
+        assert rows[lab].p_holm >= rows[lab].p
+    assert math.isnan(rows["aa"].p_holm) and math.isnan(rows["t03"].p_holm)
+    assert s.holm_m == 2 * 3 * 4  # tasks x schedulers x (accuracy, NFE, tokens/s, latency)
+    # the known effects of the synthetic data
+    assert rows["t03"].delta < -0.08 and rows["t03"].verdict == "worse †"
+    assert rows["aa"].delta == 0 and rows["aa"].identical == 1.0 and rows["aa"].b == 0 == rows["aa"].c
+    assert rows["drs"].ratios["nfe"]["ratio"] == pytest.approx(1.3, abs=0.06)
+    assert rows["drs"].ratios["nfe"]["p_holm"] < 0.05
+    assert rows["adaptive"].ratios["tps"]["ratio"] > 1.0
+    assert rows["base"].tps > 0 and rows["base"].lat_p90 >= rows["base"].lat_p50 > 0
+    # tiers: 4 tiers x 6 labels
+    assert len(math_t.tiers) == 24 and {t.tier for t in math_t.tiers} == {1, 2, 3, 4}
+    assert sum(t.n for t in math_t.tiers if t.label == "base") == 160
+    # the second filter is reported as secondary
+    assert {e["filter"] for e in math_t.other_filters} == {"flexible-extract"}
+
+
+def test_controls_pass(summary: report.Summary) -> None:
+    s = summary
+    ctrl = {c["label"]: c for c in s.controls}
+    assert ctrl["aa"]["passed"] and ctrl["aa"]["status"].startswith("PASS")
+    assert ctrl["t03"]["passed"] and ctrl["t03"]["status"].startswith("PASS: flagged as worse (all tasks (pooled)")
+    assert [t["task"] for t in ctrl["t03"]["tasks"]] == ["synth_math", "synth_code", "all tasks (pooled)"]
+    pooled = ctrl["t03"]["tasks"][-1]
+    assert pooled["b"] + pooled["c"] == sum(t["b"] + t["c"] for t in ctrl["t03"]["tasks"][:2])
+
+
+def test_controls_fail_when_they_should(tmp_path: Path) -> None:
+    # the "A/A" label secretly runs the degraded config; the "degraded" one is the baseline again
+    root = write_fake_matrix_run(tmp_path / "run", {"base": BASE, "aa": T03, "t03": dict(BASE)}, baseline="base",
+                                 roles=ROLES, limit=120, tasks=("synth_math",))
+    ctrl = {c["label"]: c for c in _summary(root).controls}
+    assert not ctrl["aa"]["passed"] and "FAIL: the A/A control differs" in ctrl["aa"]["status"]
+    assert not ctrl["t03"]["passed"] and "FAIL: not flagged" in ctrl["t03"]["status"]
+
+
+def test_seed_claims(summary: report.Summary) -> None:
+    s = summary
+    by_text = {c.text: c for c in s.claims}
+    assert len(s.claims) == len(CLAIMS)
+    assert by_text["Ablation: dynamic block sizing, accuracy +3.2%"].verdict == "not run"
+    assert by_text["Ablation: tiered cache, throughput +25%"].verdict == "not run"
+    assert by_text["Long-sequence scaling +20-35%"].verdict == "not measured"
+    drs_nfe = by_text["DRS costs 1.3x the baseline's NFE"]
+    assert drs_nfe.verdict == "consistent" and drs_nfe.scheduler == "drs"
+    ident = by_text["Proportional and uniform allocation give identical outputs"]
+    assert ident.versus == "drs_uniform" and ident.verdict in ("consistent", "contradicted")
+    assert "identical" in ident.measured
+    easy = by_text["Throughput on easy content +15-25%"]
+    assert "(tier 1)" in easy.measure and easy.verdict != "not run"
+
+
+def test_claim_judge() -> None:
+    c = next(c for c in CLAIMS if c.text.startswith("Throughput on easy"))  # 1.15-1.25x, null 1
+    assert judge(c, 1.18, 1.30) == "consistent"
+    assert judge(c, 0.95, 1.20) == "inconclusive"
+    assert judge(c, 0.90, 1.10) == "contradicted"
+    assert judge(c, 1.30, 1.40) == "contradicted"
+    assert judge(c, math.nan, 1.0) == "not measurable"
+
+
+def test_verdict_words() -> None:
+    assert report.verdict(0.05, 0.001, 0.03, 0.05, 0.05) == "better"
+    assert report.verdict(-0.05, 0.001, 0.03, 0.05, 0.05) == "worse"
+    assert report.verdict(0.01, 0.5, 0.03, 0.05, 0.05) == "no detectable difference"
+    assert report.verdict(0.01, 0.5, 0.12, 0.05, 0.05) == "under-powered: n too small to detect |Δ| < 12.0 pts"
+    assert report.verdict(0.0, 1.0, math.inf, 0.05, 0.05) == "under-powered: n too small to detect any difference"
+    assert report.verdict(0.0, math.nan, 0.1, 0.05, 0.05) == "not tested"
+
+
+def test_pareto_front() -> None:
+    pts = [("a", 0.5, 100.0), ("b", 0.6, 80.0), ("c", 0.4, 90.0), ("d", 0.6, 80.0), ("e", 0.3, 200.0)]
+    assert report.pareto_front(pts) == ["a", "b", "d", "e"]  # c is dominated by a
+
+
+def test_small_run_is_called_under_powered(tmp_path: Path) -> None:
+    root = write_fake_matrix_run(tmp_path / "run", {"base": BASE, "drs": {"scheduler": "drs"}}, baseline="base",
+                                 limit=12, tasks=("synth_code",))
+    row = next(r for r in _summary(root).tasks[0].rows if r.label == "drs")
+    assert row.verdict.startswith("under-powered: n too small to detect |Δ| <")
+
+
+def test_several_seeds_are_pooled(tmp_path: Path) -> None:
+    root = write_fake_matrix_run(tmp_path / "run", {"base": BASE, "t03": T03}, baseline="base", seeds=(1, 2, 3),
+                                 limit=40, tasks=("synth_code",))
+    s = _summary(root)
+    row = next(r for r in s.tasks[0].rows if r.label == "t03")
+    assert row.test.startswith("paired permutation")
+    assert row.seeds == [1, 2, 3] and row.n_docs == 40
+    assert s.header["seeds"]["t03"] == [1, 2, 3]
+
+
+def test_write_report_files_and_markdown(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    path = report.write_report(run_dir, out=out)
+    assert path == out / "report.md"
+    md = path.read_text()
+    for needle in (
+        "# dllm-eval report: run", "## Run", "**Model:**", "git commit deadbeef", "Exact commands (6)",
+        "## synth_math", "## synth_code", "Δ pts [95% CI]", "p (Holm)", "MDE pts", "NFE ratio [95% CI]",
+        "latency p50/p90 s", "by difficulty tier", "## Controls", "PASS: no difference detected",
+        "PASS: flagged as worse", "## Seed claims", "not run", "fig_acc_vs_tps_synth_math.png", "fig_nfe_synth_code.png",
+        "lm_eval --model_args base --seed 1234", "gen_length=128 (synth_math), 128 (synth_code)",
+    ):
+        assert needle in md, needle
+    for f in ("fig_acc_vs_tps_synth_math.png", "fig_nfe_synth_math.png", "fig_acc_vs_tps_synth_code.png", "summary.json"):
+        assert (out / f).stat().st_size > 1000
+    assert not [p for p in out.iterdir() if p.name.startswith(".report-")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["baseline"] == "base" and len(summary["tasks"]) == 2
+
+
+def test_nothing_half_written_on_error(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+
+    def boom(*a, **k):
+        raise RuntimeError("plotting failed")
+
+    import dllm_eval.analysis.plots as plots
+
+    monkeypatch.setattr(plots, "make_figures", boom)
+    with pytest.raises(RuntimeError):
+        report.write_report(run_dir, out=out)
+    assert list(out.iterdir()) == []
+
+
+def test_report_without_traces(tmp_path: Path) -> None:
+    root = write_fake_matrix_run(tmp_path / "run", {"base": BASE, "t03": T03}, baseline="base", limit=30,
+                                 tasks=("synth_code",))
+    for d in root.rglob("traces"):
+        shutil.rmtree(d)
+    path = report.write_report(root, figures=True)
+    md = path.read_text()
+    assert "no traces_*.jsonl found" in md
+    assert "n/a" in md
+    assert not list(root.glob("fig_*.png"))  # nothing to plot without NFE and throughput
+
+
+def test_cli_report_ok_and_errors(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    assert cli.main(["report", str(run_dir), "--out", str(out), "--no-figures", "--csv"]) == 0
+    assert (out / "report.md").is_file()
+    assert (out / "table.csv").read_text().startswith("label,seed,task,doc_id,filter")
+    assert not list(out.glob("*.png"))
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert cli.main(["report", str(run_dir), "--baseline", "nope", "--out", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "baseline 'nope' is not in this run; its labels are: aa, adaptive, base, " in err
+    assert len(err.strip().splitlines()) == 1
+    assert not bad.exists() or not any(bad.iterdir())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["report", str(empty)]) == 2
+    assert "no lm-eval results" in capsys.readouterr().err
+    assert cli.main(["report", str(run_dir), "--min-effect", "5"]) == 2
+    assert "fraction of accuracy" in capsys.readouterr().err
+
+
+def test_missing_baseline_results(tmp_path: Path) -> None:
+    root = write_fake_matrix_run(tmp_path / "run", {"base": BASE, "t03": T03}, baseline="base", limit=10,
+                                 tasks=("synth_code",))
+    (root / "raw" / "base" / "seed1234" / ".done.json").unlink()
+    from dllm_eval.errors import UserError
+
+    with pytest.raises(UserError, match="the baseline 'base' of this run has no finished results"):
+        _summary(root)
+    s = _summary(root, baseline="t03")
+    assert s.baseline == "t03"
+
+
+def test_aa_control_exposes_timing_noise(tmp_path: Path) -> None:
+    root = write_fake_matrix_run(tmp_path / "run", {"base": BASE, "aa": dict(BASE)}, baseline="base", roles=ROLES,
+                                 limit=64, tasks=("synth_code",))
+    tr = root / "raw" / "aa" / "seed1234" / "traces" / "traces_synth_code.jsonl"
+    rows = [json.loads(x) for x in tr.read_text().splitlines()]
+    for r in rows:  # same outputs, but the machine was busy: every batch took 1.6x as long
+        r["batch_wall_s"] *= 1.6
+        r["latency_s"] *= 1.6
+    tr.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    aa = _summary(root).controls[0]
+    assert aa["passed"]  # accuracy is identical, so the control itself passes
+    assert "Timing is not reproducible here" in aa["status"] and "ran at 0.6" in aa["status"]
