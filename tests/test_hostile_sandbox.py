@@ -28,7 +28,11 @@ import pytest
 from dllm_eval.scoring import CodeJob, available_isolation_levels, check_asserts, run_many
 from dllm_eval.scoring.sandbox import PROCESS_LABEL
 
-HOSTILE_TIMEOUT = 1.5
+# Each configuration runs the whole catalog once (~5-10 s): slow, but run in CI.
+pytestmark = pytest.mark.slow
+
+HOSTILE_TIMEOUT = 1.5  # for the programs whose containment *is* the timeout
+QUICK_TIMEOUT, QUICK_LIMIT = 10.0, 5.0  # the others must fail on their own, long before the timeout
 SECRET_NAME = "DLLM_SANDBOX_TEST_SECRET"
 
 
@@ -279,7 +283,8 @@ def batch(request, tmp_path_factory):
     server = LoopbackServer()
     try:
         catalog = _catalog(str(canary), str(canary_dir), server.port)
-        jobs = [CodeJob(h.program, list(h.tests), timeout=HOSTILE_TIMEOUT, memory_mb=h.memory_mb) for h in catalog]
+        jobs = [CodeJob(h.program, list(h.tests), timeout=QUICK_TIMEOUT if h.quick else HOSTILE_TIMEOUT,
+                        memory_mb=h.memory_mb) for h in catalog]
         started = time.monotonic()
         results = run_many(jobs, workers=2, isolation=level, guard=guard)
         elapsed = time.monotonic() - started
@@ -317,7 +322,7 @@ def test_hostile_program_is_contained(batch, name):
     assert result.status in hostile.statuses, f"{name}: {result.status} ({result.reason})"
     assert result.isolation == batch["level"] and result.guard == batch["guard"]
     if hostile.quick:
-        assert result.duration_s < HOSTILE_TIMEOUT, f"{name} should fail fast, took {result.duration_s:.2f} s"
+        assert result.duration_s < QUICK_LIMIT, f"{name} should fail on its own, took {result.duration_s:.2f} s"
     else:
         assert result.duration_s < HOSTILE_TIMEOUT + 3.0, f"{name} was not stopped in time"
     assert batch["secret"] not in result.stdout_tail + result.stderr_tail

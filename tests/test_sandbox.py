@@ -221,6 +221,33 @@ def test_bubblewrap_is_the_default_when_installed():
     assert isolation_level() == "bwrap"
 
 
+def test_clean_fallback_when_bubblewrap_is_missing(monkeypatch):
+    """A fresh clone on a machine without bubblewrap must still score, one level down."""
+    import shutil as real_shutil
+
+    from dllm_eval.scoring import sandbox
+
+    real_which = real_shutil.which
+    monkeypatch.setattr(sandbox, "_LEVEL_WORKS", {})
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name, *a, **k: None if name == "bwrap" else real_which(name))
+    levels = available_isolation_levels()
+    assert "bwrap" not in levels and levels[-1] == "rlimits"
+    result = check_asserts("x = 1", ["assert x == 1"])
+    assert result.passed and result.isolation == levels[0]
+    with pytest.raises(UserError, match="apt-get install -y bubblewrap"):
+        isolation_level("bwrap")
+
+
+def test_fallback_to_rlimits_when_no_os_isolation_works(monkeypatch):
+    from dllm_eval.scoring import sandbox
+
+    monkeypatch.setattr(sandbox, "_LEVEL_WORKS", {})
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name, *a, **k: None)
+    assert available_isolation_levels() == ["rlimits"]
+    assert check_asserts("x = 1", ["assert x == 2"]).status == "failed"
+    assert check_asserts("x = 1", ["assert x == 1"]).isolation == "rlimits"
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [

@@ -334,6 +334,21 @@ class KVCache:
 
         return merge
 
+    def select_rows(self, rows: Tensor) -> KVCache:
+        """A copy holding only `rows` (for stepping a subset of a batch whose rows diverged)."""
+        sub = object.__new__(KVCache)
+        sub.keys = [k.index_select(0, rows) for k in self.keys]
+        sub.values = [v.index_select(0, rows) for v in self.values]
+        sub.stamp = self.stamp.index_select(0, rows)
+        sub.clock, sub.length = self.clock, self.length
+        return sub
+
+    def scatter_rows(self, rows: Tensor, sub: KVCache) -> None:
+        """Write back a `select_rows` copy after it was stepped."""
+        for full, part in zip(self.keys + self.values, sub.keys + sub.values):
+            full.index_copy_(0, rows, part)
+        self.stamp.index_copy_(0, rows, sub.stamp)
+
     def mark_written(self, positions: Tensor) -> None:
         self.stamp[:, positions] = self.clock
 

@@ -140,24 +140,12 @@ def forward_rows(model: LLaDAModelLM, state: DecodeState, cache: KVCache, rows: 
         mask = mask.index_select(0, rows)
     ids = canvas if window is None else canvas[:, window]
     cache.tick()
-    sub = cache if everyone else _gather_cache(cache, rows)
+    sub = cache if everyone else cache.select_rows(rows)
     logits = model(ids, window=window, attention_mask=mask, cache=sub, attend=attend, write=True,
                    logits_positions=logits_slice)
     if not everyone:
-        for full, part in zip(cache.keys + cache.values, sub.keys + sub.values):
-            full.index_copy_(0, rows, part)
-        cache.stamp.index_copy_(0, rows, sub.stamp)
+        cache.scatter_rows(rows, sub)
     return logits
-
-
-def _gather_cache(cache: KVCache, rows: Tensor) -> KVCache:
-    sub = object.__new__(KVCache)
-    sub.keys = [k.index_select(0, rows) for k in cache.keys]
-    sub.values = [v.index_select(0, rows) for v in cache.values]
-    sub.stamp = cache.stamp.index_select(0, rows)
-    sub.clock = cache.clock
-    sub.length = cache.length
-    return sub
 
 
 class CacheStats:
