@@ -1,0 +1,39 @@
+"""Execution-based scoring: a hardened sandbox, code postprocessing and pass@k.
+
+Public interface (other packages code against it):
+    ExecResult, run_program, check_asserts, run_many, pass_at_k, isolation_level
+"""
+
+from dllm_eval.scoring.passk import pass_at_k
+from dllm_eval.scoring.sandbox import (
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT,
+    ISOLATION_LEVELS,
+    STATUSES,
+    CodeJob,
+    ExecResult,
+    Limits,
+    available_isolation_levels,
+    check_asserts,
+    isolation_level,
+    run_job,
+    run_many,
+    run_program,
+)
+
+__all__ = [
+    "DEFAULT_MEMORY_MB",
+    "DEFAULT_TIMEOUT",
+    "ISOLATION_LEVELS",
+    "STATUSES",
+    "CodeJob",
+    "ExecResult",
+    "Limits",
+    "available_isolation_levels",
+    "check_asserts",
+    "isolation_level",
+    "pass_at_k",
+    "run_job",
+    "run_many",
+    "run_program",
+]
