@@ -1,0 +1,182 @@
+"""Evaluate a checkpoint on the synthetic tasks with the real schedulers, without lm-eval.
+
+Why this exists next to the lm-eval tasks: the GPU machine that trains the embedded model has
+no lm-eval, and a scheduler sweep over 1000 documents is minutes there but an hour on a
+2-core laptop. The prompts, generation lengths, stop strings and scoring are those of
+tasks/synth/*.yaml (math: gsm8k's strict-match filter and exact_match settings, reproduced here
+and checked against lm-eval in tests/test_synth.py; code: the sandbox's `check_asserts`).
+
+    python -m dllm_eval.synth.evaluate --model dllm_eval/assets/tiny_llada --device cuda \\
+        --config llada --config fast_dllm:threshold=0.9 --out results/embedded/eval.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dllm_eval.synth import synth_code, synth_math
+
+TASKS = {"synth_math": synth_math, "synth_code": synth_code}
+UNTIL = {"synth_math": ("Question:", "\n\n"), "synth_code": ("\n\n\n",)}  # as in the task YAMLs
+BLOCK_LENGTH = 32
+
+# The default sweep of issue 3: LLaDA at one token per step, Fast-dLLM dual cache at 4 thresholds.
+DEFAULT_CONFIGS = (
+    "llada",
+    "fast_dllm:cache=dual,threshold=0.9",
+    "fast_dllm:cache=dual,threshold=0.7",
+    "fast_dllm:cache=dual,threshold=0.5",
+    "fast_dllm:cache=dual,threshold=0.3",
+)
+
+_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
+_IGNORE = (",", "\\$", "(?s).*#### ", "\\.$")
+
+
+def strict_match(response: str) -> str:
+    """gsm8k's 'strict-match' filter: the first `#### <number>`, or '[invalid]' (lm-eval's fallback)."""
+    m = _STRICT.search(response)
+    return m.group(1) if m else "[invalid]"
+
+
+def exact_match(prediction: str, reference: str) -> bool:
+    """gsm8k's exact_match settings: ignore case and the regexes `, $ (?s).*#### \\.$` on both sides."""
+    for pattern in _IGNORE:
+        prediction, reference = re.sub(pattern, "", prediction), re.sub(pattern, "", reference)
+    return prediction.lower() == reference.lower()
+
+
+def parse_config(spec: str, gen_length: int) -> tuple[str, dict[str, Any]]:
+    """'name:key=value,key=value' -> (name, params). `llada` defaults to one token per step."""
+    name, _, rest = spec.partition(":")
+    params: dict[str, Any] = {"gen_length": gen_length, "block_length": BLOCK_LENGTH}
+    if name == "llada":
+        params["steps"] = gen_length
+    for item in filter(None, rest.split(",")):
+        key, _, raw = item.partition("=")
+        value: Any = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        if raw in ("none", "None"):
+            value = None
+        params[key] = value
+    return name, params
+
+
+def cut_until(text: str, until: Sequence[str]) -> str:
+    for stop in until:
+        idx = text.find(stop)
+        if idx >= 0:
+            text = text[:idx]
+    return text
+
+
+def evaluate(model, tokenizer, task: str, docs: list[dict], spec: str, batch_size: int) -> dict[str, Any]:
+    """Decode every doc with one scheduler config; accuracy per tier, NFE and throughput."""
+    import torch
+
+    from dllm_eval.schedulers import get_scheduler
+
+    module = TASKS[task]
+    name, params = parse_config(spec, module.GEN_LENGTH)
+    sched = get_scheduler(name, **params)
+    eos = model.config.eos_token_id
+    texts, nfes, gen_tokens, wall = [], [], 0, 0.0
+    order = sorted(range(len(docs)), key=lambda i: -len(module.doc_to_text(docs[i])))  # as lm-eval's Collator
+    out_text: dict[int, str] = {}
+    out_nfe: dict[int, int] = {}
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        ids = [tokenizer(module.doc_to_text(docs[i]), add_special_tokens=False)["input_ids"] for i in idx]
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), eos, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):
+            input_ids[row, width - len(seq):] = torch.tensor(seq)
+            mask[row, width - len(seq):] = 1
+        out = sched.generate(model, input_ids, attention_mask=mask)
+        wall += out.wall_s
+        for row, i in enumerate(idx):
+            toks = out.tokens[row].tolist()
+            gen_tokens += sum(1 for t in toks if t != eos)
+            raw = tokenizer.decode(toks, skip_special_tokens=False)
+            raw = cut_until(raw, (*UNTIL[task], tokenizer.eos_token))
+            out_text[i] = tokenizer.decode(tokenizer(raw, add_special_tokens=False)["input_ids"], skip_special_tokens=True)
+            out_nfe[i] = int(out.traces[row]["nfe"])
+    texts = [out_text[i] for i in range(len(docs))]
+    nfes = [out_nfe[i] for i in range(len(docs))]
+    if task == "synth_math":
+        ok = [exact_match(strict_match(t), d["answer"]) for d, t in zip(docs, texts)]
+    else:
+        from dllm_eval.scoring import CodeJob, run_many
+
+        jobs = [CodeJob(synth_code.extract_program(t), list(d["test_list"]), timeout=synth_code.EXEC_TIMEOUT)
+                for d, t in zip(docs, texts)]
+        ok = [r.passed for r in run_many(jobs)]
+    tiers = sorted({int(d["tier"]) for d in docs})
+    per_tier = {}
+    for t in tiers:
+        rows = [i for i, d in enumerate(docs) if int(d["tier"]) == t]
+        per_tier[str(t)] = {"n": len(rows), "acc": sum(ok[i] for i in rows) / len(rows),
+                            "nfe": sum(nfes[i] for i in rows) / len(rows)}
+    return {
+        "task": task, "config": spec, "params": params, "n": len(docs), "batch_size": batch_size,
+        "acc": sum(ok) / len(ok), "nfe": sum(nfes) / len(nfes), "tiers": per_tier,
+        "wall_s": round(wall, 2), "canvas_tokens_per_s": round(len(docs) * module.GEN_LENGTH / wall, 1),
+        "non_eos_tokens_per_s": round(gen_tokens / wall, 1),
+        "correct": [bool(x) for x in ok], "responses": texts,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(Path(__file__).resolve().parents[1] / "assets" / "tiny_llada"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: bf16 on GPU, fp32 on CPU)")
+    parser.add_argument("--tasks", default="synth_math,synth_code")
+    parser.add_argument("--config", action="append", help="scheduler config, repeatable (default: issue 3's sweep)")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out", default=None, help="JSON file for the results (responses included)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from dllm_eval.models.llada import load_llada
+    from dllm_eval.models.tokenizer import load_tokenizer
+
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    model = load_llada(args.model, device=args.device, dtype=dtype)
+    tokenizer = load_tokenizer(args.model)
+    results: list[dict[str, Any]] = []
+    meta = {"model": str(args.model), "device": args.device, "dtype": str(model.dtype), "torch": torch.__version__,
+            "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}
+    for task in args.tasks.split(","):
+        docs = TASKS[task].test_docs()[:args.limit]
+        for spec in args.config or DEFAULT_CONFIGS:
+            t0 = time.perf_counter()
+            res = evaluate(model, tokenizer, task, docs, spec, args.batch_size)
+            res["elapsed_s"] = round(time.perf_counter() - t0, 1)
+            results.append(res)
+            tiers = " ".join(f"t{k}={v['acc']:.3f}/{v['nfe']:.1f}" for k, v in res["tiers"].items())
+            print(f"{task:10s} {spec:40s} acc={res['acc']:.3f} nfe={res['nfe']:.2f} {tiers} "
+                  f"({res['elapsed_s']}s, {res['canvas_tokens_per_s']} tok/s)", flush=True)
+            if args.out:  # after every config, so an interrupted sweep keeps what it measured
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
