@@ -301,8 +301,13 @@ def score_math(doc: dict, text: str) -> bool:
     return m.group(1).replace(",", "").rstrip(".") == doc["target"]
 
 
-def _quick_pass(program: str, tests: list[str], timeout: float = 5.0) -> bool:
-    """Run a program and its asserts in a fresh interpreter (training-time check only)."""
+def _quick_pass(program: str, tests: list[str], timeout: float = 30.0) -> bool:
+    """Run a program and its asserts in a fresh interpreter (training-time check only).
+
+    The timeout is generous: during training the data workers keep every core busy, and a
+    start-up that times out would count as a failed program (mid-run synth_code evaluations of
+    the shipped run read near 0% and then 100% at the end, most likely for that reason).
+    """
     try:
         res = subprocess.run([sys.executable, "-I", "-c", program + "\n\n" + "\n".join(tests) + "\n"],
                              capture_output=True, timeout=timeout, check=False)
@@ -330,7 +335,7 @@ def evaluate(model, vocab: Vocab, task_name: str, docs: list[dict], threshold: f
     if task_name == "math":
         ok = [score_math(d, t) for d, t in zip(docs, texts)]
     else:
-        with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             ok = list(pool.map(lambda dt: _quick_pass(synth_code.extract_program(dt[1]), dt[0]["test_list"]),
                                zip(docs, texts)))
     tiers = sorted({d["tier"] for d in docs})
