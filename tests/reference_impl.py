@@ -88,13 +88,18 @@ def _confidence(logits, x0, dtype):
     return torch.gather(p, -1, x0.unsqueeze(-1)).squeeze(-1)
 
 
-def llada_generate(sd, cfg, prompt, steps, gen_length, block_length, mask_id, softmax_dtype=None,
-                   logits_eos_inf=False, confidence_eos_eot_inf=False, eos_id=None, eot_id=None):
-    """LLaDA generate.py (greedy): fixed steps per block, top-k of the linear schedule."""
+def _canvas(prompt, gen_length, block_length, steps, mask_id):
+    """The reference's shared setup: masked canvas after the prompt, blocks, steps per block."""
     x = torch.full((1, prompt.shape[1] + gen_length), mask_id, dtype=torch.long)
     x[:, : prompt.shape[1]] = prompt
     num_blocks = gen_length // block_length
-    steps = steps // num_blocks
+    return x, num_blocks, steps // num_blocks
+
+
+def llada_generate(sd, cfg, prompt, steps, gen_length, block_length, mask_id, softmax_dtype=None,
+                   logits_eos_inf=False, confidence_eos_eot_inf=False, eos_id=None, eot_id=None):
+    """LLaDA generate.py (greedy): fixed steps per block, top-k of the linear schedule."""
+    x, num_blocks, steps = _canvas(prompt, gen_length, block_length, steps, mask_id)
     nfe = 0
     for b in range(num_blocks):
         s, e = prompt.shape[1] + b * block_length, prompt.shape[1] + (b + 1) * block_length
@@ -172,10 +177,7 @@ def _select(logits, mask_index, x, num_transfer, i, threshold, factor):
 
 
 def fastdllm_generate(sd, cfg, prompt, steps, gen_length, block_length, mask_id, threshold=None, factor=None):
-    x = torch.full((1, prompt.shape[1] + gen_length), mask_id, dtype=torch.long)
-    x[:, : prompt.shape[1]] = prompt
-    num_blocks = gen_length // block_length
-    steps = steps // num_blocks
+    x, num_blocks, steps = _canvas(prompt, gen_length, block_length, steps, mask_id)
     nfe = 0
     for b in range(num_blocks):
         e = prompt.shape[1] + (b + 1) * block_length
@@ -195,10 +197,7 @@ def fastdllm_generate(sd, cfg, prompt, steps, gen_length, block_length, mask_id,
 
 
 def fastdllm_prefix_cache(sd, cfg, prompt, steps, gen_length, block_length, mask_id, threshold=None, factor=None):
-    x = torch.full((1, prompt.shape[1] + gen_length), mask_id, dtype=torch.long)
-    x[:, : prompt.shape[1]] = prompt
-    num_blocks = gen_length // block_length
-    steps = steps // num_blocks
+    x, num_blocks, steps = _canvas(prompt, gen_length, block_length, steps, mask_id)
     nfe = 0
     for b in range(num_blocks):
         s, e = prompt.shape[1] + b * block_length, prompt.shape[1] + (b + 1) * block_length
@@ -228,10 +227,7 @@ def fastdllm_prefix_cache(sd, cfg, prompt, steps, gen_length, block_length, mask
 
 
 def fastdllm_dual_cache(sd, cfg, prompt, steps, gen_length, block_length, mask_id, threshold=None, factor=None):
-    x = torch.full((1, prompt.shape[1] + gen_length), mask_id, dtype=torch.long)
-    x[:, : prompt.shape[1]] = prompt
-    num_blocks = gen_length // block_length
-    steps = steps // num_blocks
+    x, num_blocks, steps = _canvas(prompt, gen_length, block_length, steps, mask_id)
     nfe = 0
     for b in range(num_blocks):
         s, e = prompt.shape[1] + b * block_length, prompt.shape[1] + (b + 1) * block_length
