@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("dllm_eval.analysis.cli", "write report.md and figures for a run directory"),
     "eval-all": ("dllm_eval.matrix", "run the schedulers x tasks x seeds matrix through lm_eval, then report"),
     "train-tiny": ("dllm_eval.train", "train the small embedded LLaDA-format model"),
+    "lm-eval": ("dllm_eval.lm_eval_cli", "lm_eval's own CLI (same arguments), indexing only --include_path when it has every task"),
 }
 
 
@@ -29,13 +30,17 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, str | None]:
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == chosen:
+        if name == chosen and name != "lm-eval":
             importlib.import_module(module).add_arguments(p)
     return parser, chosen
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lm-eval"]:  # every further argument is lm_eval's, so argparse must not see them
+        from dllm_eval.lm_eval_cli import main as lm_eval_main
+
+        return lm_eval_main(argv[1:])
     parser, _ = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:

@@ -144,7 +144,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help=f"matrix config YAML (default: {DEFAULT_CONFIG.name} shipped with dllm-eval)")
     parser.add_argument(
         "--lm-eval-cmd",
-        help=f"command that runs lm_eval (default: ${LM_EVAL_CMD_ENV} or '{Path(sys.executable).name} -m lm_eval')",
+        help=f"command that runs lm_eval (default: ${LM_EVAL_CMD_ENV} or '{Path(sys.executable).name} -m dllm_eval.lm_eval_cli', "
+        "lm_eval's CLI with a faster task index; 'lm_eval' works the same)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing run")
@@ -253,7 +254,9 @@ def plan(args: argparse.Namespace) -> tuple[MatrixFile, dict[str, Any], list[Cel
             f"task folder {inc} not found; run from the repository root or set settings.include_path in {mf.path.name}"
         )
     lm_cmd_str = args.lm_eval_cmd or os.environ.get(LM_EVAL_CMD_ENV)
-    lm_cmd = shlex.split(lm_cmd_str) if lm_cmd_str else [sys.executable, "-m", "lm_eval"]
+    # Default: lm_eval's own CLI through dllm_eval.lm_eval_cli, which skips indexing lm-eval's
+    # ~14,000 built-in task files when --include_path has every task (see that module).
+    lm_cmd = shlex.split(lm_cmd_str) if lm_cmd_str else [sys.executable, "-m", "dllm_eval.lm_eval_cli"]
     run_dir = Path(args.results_dir) / args.run
     if not re.match(r"^[A-Za-z0-9_.+-]+$", args.run):
         raise UserError(f"--run {args.run!r}: use letters, digits and _ . + - only")

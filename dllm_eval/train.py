@@ -47,7 +47,7 @@ from dllm_eval.errors import UserError
 from dllm_eval.synth import synth_code, synth_math
 
 TASKS = {"math": synth_math, "code": synth_code}
-MAX_PROMPT = 96  # prompt tokens, chat wrapper included (synth_math rows may use up to 128)
+MAX_PROMPT = 112  # prompt tokens, chat wrapper included (tier-4 synth_code prompts need up to ~110)
 MAX_GEN = max(synth_math.GEN_LENGTH, synth_code.GEN_LENGTH)
 SEQ_LEN = MAX_PROMPT + MAX_GEN
 EPS = 1e-3  # LLaDA's minimum mask probability
@@ -376,7 +376,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-layers", type=int, default=8)
     parser.add_argument("--n-heads", type=int, default=5)
     parser.add_argument("--mlp", type=int, default=896)
-    parser.add_argument("--math-frac", type=float, default=0.75, help="share of synth_math rows")
+    parser.add_argument("--math-frac", type=float, default=0.7, help="share of synth_math rows")
     parser.add_argument("--workers", type=int, default=8, help="data-generation processes (0: in-process)")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--eval-every", type=int, default=0, help="quick eval every N steps (0: never)")

@@ -82,3 +82,22 @@ def test_real_scheduler_solves_easy_problems():
         text = tok.decode(out.tokens[row].tolist(), skip_special_tokens=True)
         assert evaluate.exact_match(evaluate.strict_match(text), doc["answer"]), text
         assert out.traces[row]["nfe"] < synth_math.GEN_LENGTH / 2.5
+
+
+def test_every_test_prompt_and_answer_fits_what_the_model_was_trained_on():
+    """Evaluation prompts longer than training's prompt window (or answers longer than the
+    canvas) would be out of distribution; training skips such rows, so none may exist."""
+    from dllm_eval import train
+    from dllm_eval.models.tokenizer import load_tokenizer
+    from dllm_eval.synth import synth_code, synth_math
+
+    tok = load_tokenizer(ASSETS)
+    for task in (synth_math, synth_code):
+        for doc in task.test_docs():
+            for fmt in ("raw", "chat"):
+                prompt = train.render_prompt(task.doc_to_text(doc), fmt)
+                assert len(tok(prompt, add_special_tokens=False)["input_ids"]) <= train.MAX_PROMPT, prompt
+            answer = tok(task.doc_to_answer(doc), add_special_tokens=False)["input_ids"]
+            assert len(answer) < task.GEN_LENGTH, doc
+            if task is synth_code:  # the generator's tokenizer-free bound really bounds
+                assert len(answer) <= synth_code.token_bound(doc["code"]) + 1, doc["code"]

@@ -109,6 +109,23 @@ def test_padded_batch_equals_rows_one_by_one(model, name, params):
     assert together.batch_nfe >= max(t["nfe"] for t in together.traces)
 
 
+@pytest.mark.parametrize(("name", "params"), [s for s in SETTINGS if s[1].get("threshold", 0.9) is not None and s[0] != "llada"])
+def test_batch_runs_only_rows_that_need_a_forward(model, name, params):
+    """Rows finish blocks at different steps; a finished row must not be run again (its compute
+    would be wasted), so the rows the model sees over all calls sum to the rows' own NFE."""
+    prompts = torch.cat([random_prompt(10, 30 + i) for i in range(4)])
+    seen: list[int] = []
+    hook = model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    try:
+        out = get_scheduler(name, gen_length=GEN, block_length=BLOCK, **params).generate(model, prompts)
+    finally:
+        hook.remove()
+    row_nfe = [t["nfe"] for t in out.traces]
+    assert len(set(row_nfe)) > 1, "the rows should diverge for this test to mean anything"
+    assert len(seen) == out.batch_nfe
+    assert sum(seen) == sum(row_nfe) < out.batch_nfe * len(row_nfe)
+
+
 @pytest.mark.parametrize("name", ["llada", "fast_dllm"])
 def test_sampling_is_deterministic_under_a_seed(model, name):
     prompt = random_prompt(8, 5)

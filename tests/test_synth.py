@@ -85,8 +85,29 @@ def test_tiers_differ_in_difficulty(math_test, code_test):
             assert all(low <= 9 for low, _ in factors)
         else:
             assert any(high >= 11 for _, high in factors)
+    for doc in math_test:  # tier 3 tells its story with two-digit numbers, tier 4 with three-digit ones
+        numbers = [int(x) for x in re.findall(r"\d+", doc["question"])]
+        if doc["tier"] == 3:
+            assert all(n < 100 for n in numbers)
+        elif doc["tier"] == 4:
+            assert numbers[0] >= 100
     lines = [sum(d["code"].count("\n") for d in code_test if d["tier"] == t) for t in common.TIERS]
     assert lines == sorted(lines) and len(set(lines)) == 4
+
+
+def test_code_tiers_state_harder_constants_and_the_code_works_them_out(code_test):
+    """Tier 1: plain numbers; 2: a two-digit times a one-digit number; 3: a product of two
+    two-digit numbers; 4: a three-digit times a two-digit number. The reference code writes the
+    calculation in a comment and uses its result, both computed here from the words alone."""
+    stated = re.compile(r"the product of (\d+) and (\d+)")
+    expected = {1: [], 2: [(2, 1)], 3: [(2, 2)], 4: [(3, 2)]}
+    for doc in code_test:
+        found = stated.findall(doc["question"])
+        assert [tuple(sorted((len(a), len(b)), reverse=True)) for a, b in found] == expected[doc["tier"]]
+        for a, b in found:
+            product = int(a) * int(b)
+            assert f"    # {a}*{b}={product}\n" in doc["code"], doc["code"]
+            assert re.search(rf"x [-+*] {product} for", doc["code"]), doc["code"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,8 +169,9 @@ def test_code_gold_fails_when_a_constant_is_wrong(code_test):
     """The asserts are not vacuous: breaking the program breaks at least one assert for most docs."""
     broken = 0
     for doc in code_test[:100]:
-        code = re.sub(r"(\d+)", lambda m: str(int(m.group(1)) + 1), doc["code"], count=1)
-        code = code.replace("sum(xs)", "len(xs)") if code == doc["code"] else code
+        plain = re.sub(r"^ *#.*\n", "", doc["code"], flags=re.M)  # the scratch comments do not run
+        code = re.sub(r"(\d+)", lambda m: str(int(m.group(1)) + 1), plain, count=1)
+        code = code.replace("sum(xs)", "len(xs)") if code == plain else code
         namespace: dict = {}
         try:
             exec(code, namespace)

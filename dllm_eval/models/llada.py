@@ -14,7 +14,9 @@ Numerics follow LLaDA's remote code (reference sections 3.3-3.5):
 Differences that are deliberate:
 - a real key-padding mask, and per-row RoPE positions that start at each row's first real token,
   so a left-padded batch decodes exactly like its rows one by one (LLaDA's code attends to pads);
-- keys are cached *un-rotated*, as in Fast-dLLM's model code, and rotated at use.
+- keys are cached *rotated* (Fast-dLLM caches them un-rotated and rotates the whole cache at
+  every use): a position's rotation never changes within a canvas, so the result is the same
+  and each step rotates only its window.
 """
 
 from __future__ import annotations
@@ -237,8 +239,7 @@ class LLaDABlock(nn.Module):
     def forward(
         self,
         x: Tensor,
-        q_cos_sin: tuple[Tensor, Tensor],
-        k_cos_sin: tuple[Tensor, Tensor],
+        cos_sin: tuple[Tensor, Tensor],
         attn_mask: Tensor | None,
         kv: LayerKV | None,
     ) -> Tensor:
@@ -247,10 +248,12 @@ class LLaDABlock(nn.Module):
         q = self.q_proj(h).view(bsz, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(h).view(bsz, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(h).view(bsz, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        # Keys are rotated at their own positions *before* caching, so cached keys are never
+        # rotated again (a position's rotation never changes within a canvas).
+        q = apply_rope(q, *cos_sin)
+        k = apply_rope(k, *cos_sin)
         if kv is not None:  # the cache decides which keys this window attends to
             k, v = kv(k, v)
-        q = apply_rope(q, *q_cos_sin)
-        k = apply_rope(k, *k_cos_sin)
         if self.n_kv_heads != self.n_heads:
             rep = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
@@ -282,7 +285,7 @@ LayerKV = Any  # a callable (k_window, v_window) -> (k_all, v_all); see KVCache.
 
 
 class KVCache:
-    """Un-rotated keys and values of every layer for a whole canvas of length L.
+    """Keys (already RoPE-rotated at their canvas positions) and values of every layer for a whole canvas of length L.
 
     The cache is a plain object the scheduler owns; the model never mutates it on its own.
     Each forward call says, through `attend`, which keys the window's queries see:
@@ -343,11 +346,18 @@ class KVCache:
         sub.clock, sub.length = self.clock, self.length
         return sub
 
-    def scatter_rows(self, rows: Tensor, sub: KVCache) -> None:
-        """Write back a `select_rows` copy after it was stepped."""
+    def scatter_rows(self, rows: Tensor, sub: KVCache, positions: Tensor | None = None) -> None:
+        """Write back a `select_rows` copy after it was stepped; `positions`: only those canvas
+        positions were written (e.g. a dual-cache block step), so only they are copied back."""
+        self.clock = max(self.clock, sub.clock)
+        if positions is None:
+            for full, part in zip(self.keys + self.values, sub.keys + sub.values):
+                full.index_copy_(0, rows, part)
+            self.stamp.index_copy_(0, rows, sub.stamp)
+            return
         for full, part in zip(self.keys + self.values, sub.keys + sub.values):
-            full.index_copy_(0, rows, part)
-        self.stamp.index_copy_(0, rows, sub.stamp)
+            full[rows[:, None], :, positions[None, :]] = part[:, :, positions].transpose(1, 2)
+        self.stamp[rows[:, None], positions[None, :]] = sub.stamp[:, positions]
 
     def mark_written(self, positions: Tensor) -> None:
         self.stamp[:, positions] = self.clock
@@ -420,22 +430,20 @@ class LLaDAModelLM(nn.Module):
             key_valid = mask
         q_pos = canvas_pos[:, window] if cache is not None else canvas_pos
         if attend == "window":
-            k_pos, k_valid = q_pos, (key_valid[:, window] if (key_valid is not None and cache is not None) else key_valid)
+            k_valid = key_valid[:, window] if (key_valid is not None and cache is not None) else key_valid
         elif attend == "prefix":
             start = int(window[0])
-            k_pos = torch.cat((canvas_pos[:, :start], q_pos), dim=1)
             k_valid = None if key_valid is None else torch.cat((key_valid[:, :start], key_valid[:, window]), dim=1)
         else:
-            k_pos, k_valid = canvas_pos, key_valid
-        hd, theta = self.config.head_dim, self.config.rope_theta
-        q_cs, k_cs = rope_cos_sin(q_pos, hd, theta), rope_cos_sin(k_pos, hd, theta)
+            k_valid = key_valid
+        cos_sin = rope_cos_sin(q_pos, self.config.head_dim, self.config.rope_theta)
         attn_mask = None if k_valid is None else k_valid[:, None, None, :]
 
         tr = self.model.transformer
         x = tr.wte(input_ids)
         for i, block in enumerate(tr.blocks):
             kv = cache.layer_view(i, window, attend, write) if cache is not None else None
-            x = block(x, q_cs, k_cs, attn_mask, kv)
+            x = block(x, cos_sin, attn_mask, kv)
         if cache is not None and write:
             cache.mark_written(window)
         if logits_positions is not None:

@@ -80,7 +80,7 @@ and ``block_sizes``, ``tau_final``, ``tau_range``, ``refreshed_positions`` per t
 non-padding canvas positions) served from the cache rather than recomputed in that forward.
 
 Batching: every row has its own blocks, tau and tiers; a step groups rows whose window and block
-coincide into one call, each group with its own slice of the cache (see `drs.forward_rows`), so a
+coincide into one call, each group with its own slice of the cache (see `base.forward_rows`), so a
 batched row decodes exactly as it would alone, and its NFE counts only its own calls.
 """
 
@@ -100,12 +100,13 @@ from dllm_eval.schedulers.base import (
     CommonParams,
     DecodeState,
     Scheduler,
+    forward_rows,
     propose,
     register,
     register_variant,
     select_threshold,
 )
-from dllm_eval.schedulers.drs import CacheStats, fill_eos, forward_rows, widen
+from dllm_eval.schedulers.drs import CacheStats, fill_eos, widen
 
 Span = tuple[int, int]
 

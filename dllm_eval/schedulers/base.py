@@ -75,8 +75,13 @@ def propose(
     logits_eos_inf: bool = False,
     confidence_eos_eot_inf: str = "off",
     mask_id: int | None = None,
+    rows: Tensor | None = None,
 ) -> Proposal:
     """Token proposals and confidences for a window.
+
+    - `rows`: the logits are for these batch rows only (indices, as `forward_rows` ran them);
+      `masked` is still the whole batch's, and so is the returned proposal, with confidence
+      -inf in the other rows, so that every `select_*` rule skips them.
 
     - `logits_eos_inf`: EOS can never be proposed (LLaDA's option of that name).
     - `confidence_eos_eot_inf`: "off"; "shipped" reproduces LLaDA's chained assignment bug
@@ -111,7 +116,13 @@ def propose(
         conf = torch.rand(tokens.shape, generator=generator, dtype=torch.float64, device=tokens.device)
     else:
         raise ValueError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
-    return Proposal(tokens=tokens, confidence=torch.where(masked, conf, torch.full_like(conf, NEG_INF)))
+    if rows is None:
+        return Proposal(tokens=tokens, confidence=torch.where(masked, conf, torch.full_like(conf, NEG_INF)))
+    full_tokens = torch.zeros(masked.shape, dtype=tokens.dtype, device=tokens.device)
+    full_conf = torch.full(masked.shape, NEG_INF, dtype=conf.dtype, device=conf.device)
+    full_tokens[rows] = tokens
+    full_conf[rows] = torch.where(masked[rows], conf, torch.full_like(conf, NEG_INF))
+    return Proposal(tokens=full_tokens, confidence=full_conf)
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,6 +357,42 @@ class DecodeState:
 
     def generated(self) -> Tensor:
         return self.canvas[:, self.prompt_len:]
+
+
+def row_index(rows: Tensor) -> Tensor:
+    """[B] bool -> the sorted row indices (long)."""
+    return rows.nonzero().flatten()
+
+
+def forward_rows(model: LLaDAModelLM, state: DecodeState, cache: KVCache | None, rows: Tensor,
+                 window: Tensor | None, attend: str, logits_slice: slice, write: bool = True) -> Tensor:
+    """One forward for a subset of rows (indices `rows`); logits [len(rows), ...].
+
+    Why: in a batch, rows finish blocks at different steps. Running only the rows that still
+    need a forward makes the batch's compute the sum of its rows' work instead of the slowest
+    row's work times the batch size, and each row sees exactly what it would see decoded alone.
+
+    `window=None` is a full forward over the canvas (``attend="window"``), filling the cache
+    when there is one. When `rows` is not the whole batch, the rows' canvas, padding mask and
+    cache slices are gathered, the call runs on them alone, and their cache (and stamps) are
+    scattered back, so the other rows' caches are untouched. The cache clock ticks once per
+    call, so `cache.stamp` tells which call wrote each position.
+    """
+    everyone = rows.numel() == state.batch
+    canvas = state.canvas if everyone else state.canvas.index_select(0, rows)
+    mask = state.attention_mask
+    if mask is not None and not everyone:
+        mask = mask.index_select(0, rows)
+    ids = canvas if window is None else canvas[:, window]
+    if cache is None:
+        return model(ids, attention_mask=mask, logits_positions=logits_slice)
+    cache.tick()
+    sub = cache if everyone else cache.select_rows(rows)
+    logits = model(ids, window=window, attention_mask=mask, cache=sub, attend=attend, write=write,
+                   logits_positions=logits_slice)
+    if write and not everyone:
+        cache.scatter_rows(rows, sub, positions=window)
+    return logits
 
 
 # --------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ remasked, tokens whose value changed).
   (a ``budget_overrun`` event); this is the only way v2 exceeds its budget.
 
 Batching: rows adapt independently. Where rows need different windows (v2's per-row order) the
-call is split into row groups (`forward_rows`), each with its own slice of the cache, so every
+call is split into row groups (`base.forward_rows`), each with its own slice of the cache, so every
 row sees exactly what it would see decoded alone; per-row NFE counts only the calls a row was in.
 
 Cache hit rate (`cache_hit_rate` in each row's metrics): over the row's forwards, the fraction
@@ -83,10 +83,12 @@ from dllm_eval.schedulers.base import (
     DecodeState,
     Proposal,
     Scheduler,
+    forward_rows,
     num_transfer_tokens,
     propose,
     register,
     register_variant,
+    row_index,
     select_quota,
     select_threshold,
 )
@@ -116,36 +118,6 @@ def largest_remainder(budget: int, weights: Sequence[int]) -> list[int]:
     for i in sorted(range(len(weights)), key=lambda i: (-remainders[i], i))[:leftover]:
         shares[i] += 1
     return shares
-
-
-def row_index(rows: Tensor) -> Tensor:
-    """[B] bool -> the sorted row indices (long)."""
-    return rows.nonzero().flatten()
-
-
-def forward_rows(model: LLaDAModelLM, state: DecodeState, cache: KVCache, rows: Tensor,
-                 window: Tensor | None, attend: str, logits_slice: slice) -> Tensor:
-    """One forward for a subset of rows (indices `rows`), writing the window's fresh KV.
-
-    `window=None` is a full forward over the canvas (``attend="window"``). When `rows` is not
-    the whole batch, the rows' canvas, padding mask and cache slices are gathered, the call runs
-    on them alone, and their cache (and stamps) are scattered back: the other rows' caches are
-    untouched, so each row sees exactly what it would see decoded alone. The cache clock ticks
-    once per call, so `cache.stamp` tells which call wrote each position.
-    """
-    everyone = rows.numel() == state.batch
-    canvas = state.canvas if everyone else state.canvas.index_select(0, rows)
-    mask = state.attention_mask
-    if mask is not None and not everyone:
-        mask = mask.index_select(0, rows)
-    ids = canvas if window is None else canvas[:, window]
-    cache.tick()
-    sub = cache if everyone else cache.select_rows(rows)
-    logits = model(ids, window=window, attention_mask=mask, cache=sub, attend=attend, write=True,
-                   logits_positions=logits_slice)
-    if not everyone:
-        cache.scatter_rows(rows, sub)
-    return logits
 
 
 class CacheStats:
@@ -288,16 +260,16 @@ class DRS(Scheduler):
 
     def _step(self, model, state: DecodeState, cache: KVCache, stats: CacheStats, start: int, end: int,
               first: bool, active: Tensor, generator) -> Proposal:
-        """One block step for the whole batch: a full forward (`first`) or a dual-cache block step."""
-        everyone = torch.arange(state.batch, device=state.canvas.device)
+        """One block step for the `active` rows: a full forward (`first`) or a dual-cache block step."""
+        rows = row_index(active)
         if first:
-            logits = forward_rows(model, state, cache, everyone, None, "window", slice(start, end))
+            logits = forward_rows(model, state, cache, rows, None, "window", slice(start, end))
         else:
             window = torch.arange(start, end, device=state.canvas.device)
-            logits = forward_rows(model, state, cache, everyone, window, "cache", slice(0, end - start))
+            logits = forward_rows(model, state, cache, rows, window, "cache", slice(0, end - start))
         state.trace.forward(active)
-        stats.record(row_index(active).cpu(), None if first else end - start)
-        return propose(logits, state.masked(start, end), generator=generator,
+        stats.record(rows.cpu(), None if first else end - start)
+        return propose(logits, state.masked(start, end), generator=generator, rows=rows,
                        mask_id=state.mask_id, **self.params.propose_kwargs())
 
     def _refine_block(self, model, state: DecodeState, cache: KVCache, stats: CacheStats, block: int,
@@ -382,7 +354,6 @@ class DRSv2(Scheduler):
         cache = KVCache.for_model(model, state.batch, state.length)
         stats = CacheStats(state)
         blocks = list(state.blocks(p.block_length))
-        everyone = torch.arange(state.batch, device=device)
 
         # Phase 1: Fast-dLLM threshold decoding on the dual cache (optionally capped at t_base).
         for block, start, end in blocks:
@@ -391,12 +362,13 @@ class DRSv2(Scheduler):
             i = 0
             while bool((active := state.incomplete(start, end)).any()) and (p.t_base is None or i < p.t_base):
                 window = None if i == 0 else torch.arange(start, end, device=device)
-                logits = forward_rows(model, state, cache, everyone, window, "window" if i == 0 else "cache",
+                rows = row_index(active)
+                logits = forward_rows(model, state, cache, rows, window, "window" if i == 0 else "cache",
                                       slice(start, end) if i == 0 else slice(0, end - start))
                 state.trace.forward(active)
-                stats.record(row_index(active).cpu(), None if i == 0 else end - start)
+                stats.record(rows.cpu(), None if i == 0 else end - start)
                 masked = state.masked(start, end)
-                proposal = propose(logits, masked, generator=generator,
+                proposal = propose(logits, masked, generator=generator, rows=rows,
                                    mask_id=state.mask_id, **p.propose_kwargs())
                 state.commit(start, select_threshold(proposal.confidence, masked, p.threshold), proposal, block)
                 if p.stop_at_eos:

@@ -41,10 +41,12 @@ from dllm_eval.schedulers.base import (
     DecodeState,
     Proposal,
     Scheduler,
+    forward_rows,
     num_transfer_tokens,
     propose,
     register,
     register_variant,
+    row_index,
     select_factor,
     select_quota,
     select_threshold,
@@ -103,11 +105,13 @@ class FastDLLM(Scheduler):
                 self._decode_block_cached(model, state, cache, block, start, end, quota, generator)
 
     # -- one step ------------------------------------------------------------------------------
-    def _step(self, state: DecodeState, logits: torch.Tensor, block: int, start: int, end: int,
-              quota: torch.Tensor, i: int, generator: torch.Generator | None) -> None:
+    def _step(self, state: DecodeState, logits: torch.Tensor, rows: torch.Tensor, block: int, start: int,
+              end: int, quota: torch.Tensor, i: int, generator: torch.Generator | None) -> None:
+        """Propose from `logits` (of batch rows `rows`), select by the rule, commit."""
         p = self.params
         masked = state.masked(start, end)
-        proposal: Proposal = propose(logits, masked, generator=generator, mask_id=state.mask_id, **p.propose_kwargs())
+        proposal: Proposal = propose(logits, masked, generator=generator, mask_id=state.mask_id, rows=rows,
+                                     **p.propose_kwargs())
         if p.rule == "factor":
             transfer = select_factor(proposal.confidence, masked, p.factor)
         elif p.rule == "threshold":
@@ -122,20 +126,26 @@ class FastDLLM(Scheduler):
                 state.trace.event(row, "eos_fill", positions=int(filled[row]))
 
     # -- the three cache modes ---------------------------------------------------------------------
+    # Every forward runs only the rows that need it (`forward_rows`): a row whose block is done
+    # waits for the others without costing compute, and sees what it would see decoded alone.
     def _decode_block_uncached(self, model, state, block, start, end, quota, generator) -> None:
         i = 0
         while bool((active := state.incomplete(start, end)).any()):
-            logits = state.logits_full(model, start, end)
+            rows = row_index(active)
+            logits = forward_rows(model, state, None, rows, None, "window", slice(start, end))
             state.trace.forward(active)
-            self._step(state, logits, block, start, end, quota, i, generator)
+            self._step(state, logits, rows, block, start, end, quota, i, generator)
             i += 1
 
     def _decode_block_cached(self, model, state, cache: KVCache, block, start, end, quota, generator) -> None:
         p = self.params
         active = state.incomplete(start, end)
-        logits = state.logits_full(model, start, end, cache=cache)  # fills the cache for this block
+        rows = row_index(active)
+        # Full forward: fills these rows' cache for this block (rows already complete, i.e. EOS-filled
+        # under stop_at_eos, never read their cache again).
+        logits = forward_rows(model, state, cache, rows, None, "window", slice(start, end))
         state.trace.forward(active)
-        self._step(state, logits, block, start, end, quota, 0, generator)
+        self._step(state, logits, rows, block, start, end, quota, 0, generator)
         i = 1
         while True:
             incomplete = state.incomplete(start, end)
@@ -143,12 +153,15 @@ class FastDLLM(Scheduler):
             active = incomplete | active if (p.block_check == "june" and i == 1) else incomplete
             if not bool(active.any()):
                 break
+            rows = row_index(active)
             if p.cache == "prefix":
-                logits = state.logits_window(model, cache, start, state.length, "prefix", logits_end=end)
+                window = torch.arange(start, state.length, device=state.canvas.device)
+                logits = forward_rows(model, state, cache, rows, window, "prefix", slice(0, end - start), write=False)
             else:
-                logits = state.logits_window(model, cache, start, end, "cache", write=True)
+                window = torch.arange(start, end, device=state.canvas.device)
+                logits = forward_rows(model, state, cache, rows, window, "cache", slice(0, end - start))
             state.trace.forward(active)
-            self._step(state, logits, block, start, end, quota, i, generator)
+            self._step(state, logits, rows, block, start, end, quota, i, generator)
             i += 1
 
 

@@ -5,8 +5,8 @@ writes one calculator line per change (``12+7=19``) and ends with ``#### <number
 what gsm8k's strict-match filter extracts. Tiers differ in the number of operations (1 to 4),
 which operations appear (only + and - at tier 1; x and / by one digit at tier 2; at least one
 multiplication by a two-digit number at tiers 3 and 4) and the size of the numbers (two digits
-at tier 1, three-digit operands and values up to four digits at tiers 3 and 4), so accuracy
-falls from tier to tier. Every solution fits the 64-token generation canvas.
+at tier 1; two-digit start and operands at tier 3, three-digit ones at tier 4, values up to four
+digits at both), so accuracy falls from tier to tier. Every solution fits the 64-token canvas.
 
 The solution is explicit, step by step, so a small model can partly solve even tier 4: each
 line is one arithmetic operation on numbers that are either in the question or on the line
@@ -69,7 +69,7 @@ class TierSpec:
 TIER_SPECS: dict[int, TierSpec] = {
     1: TierSpec(1, "+-", (3, 60), (1, 40), (0, 0), (0, 0), 99),
     2: TierSpec(2, "+-*/", (10, 99), (10, 99), (2, 9), (2, 9), 999),
-    3: TierSpec(3, "+-*/", (100, 999), (100, 999), (11, 49), (2, 9), 9999, need="*"),
+    3: TierSpec(3, "+-*/", (20, 99), (10, 99), (11, 49), (2, 9), 9999, need="*"),
     4: TierSpec(4, "+-*/", (100, 999), (100, 999), (11, 49), (2, 9), 9999, need="*"),
 }
 
