@@ -564,6 +564,7 @@ def run(args: argparse.Namespace) -> int:
     }
     save_llada(model, out, dtype=torch.bfloat16, max_shard_bytes=12 * 1024**2)
     (log_dir / "train_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    plot_training_log(log_path, log_dir / "loss_curve.png")
     print(json.dumps(meta), flush=True)
 
     if args.final_eval:
@@ -581,6 +582,32 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps({k: v for k, v in res.items() if k != "examples"}), flush=True)
         (log_dir / "train_eval.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def plot_training_log(log_path: str | os.PathLike, out_png: str | os.PathLike) -> None:
+    """The loss curve and the periodic per-tier evaluations of a `train_log.jsonl`, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    losses = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval" in r]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].plot([r["step"] for r in losses], [r["loss"] for r in losses], lw=0.8, label="LLaDA SFT loss (CE/t)")
+    axes[0].plot([r["step"] for r in losses], [r["masked_ce"] for r in losses], lw=0.8, label="CE on masked tokens")
+    axes[0].set(xlabel="step", yscale="log", title="training loss")
+    axes[0].legend()
+    for ax, task in zip(axes[1:], ("math", "code")):
+        rows = [r for r in evals if r["eval"] == task]
+        for tier in ("1", "2", "3", "4"):
+            ax.plot([r["step"] for r in rows], [100 * r["acc_tier"][tier] for r in rows], marker="o", label=f"tier {tier}")
+        ax.set(xlabel="step", ylabel="accuracy % (1 token/step)", ylim=(-2, 102), title=f"synth_{task} (quick eval)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

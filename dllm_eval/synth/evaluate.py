@@ -8,6 +8,7 @@ and checked against lm-eval in tests/test_synth.py; code: the sandbox's `check_a
 
     python -m dllm_eval.synth.evaluate --model dllm_eval/assets/tiny_llada --device cuda \\
         --config llada --config fast_dllm:threshold=0.9 --out results/embedded/eval.json
+    python -m dllm_eval.synth.evaluate --summarize results/embedded/eval.json   # markdown tables
 """
 
 from __future__ import annotations
@@ -139,7 +140,43 @@ def evaluate(model, tokenizer, task: str, docs: list[dict], spec: str, batch_siz
     }
 
 
+def summarize(results: list[dict[str, Any]]) -> str:
+    """Markdown tables (one per task) of saved results: accuracy per tier, the paired difference
+    to `llada` at the same block length on the same documents (with its standard error), and
+    NFE. Written from the JSON files, so committed tables never hold hand-copied numbers."""
+    lines: list[str] = []
+    for task in dict.fromkeys(r["task"] for r in results):
+        rows = [r for r in results if r["task"] == task]
+        lines += [f"### {task} (n = {rows[0]['n']})", "",
+                  "| scheduler | tier 1 | tier 2 | tier 3 | tier 4 | all | Δ vs llada (paired SE) | NFE/doc "
+                  "| NFE per tier | fewer NFE |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            ref = next((x for x in rows if x["config"].split(":")[0] == "llada"
+                        and x["params"]["block_length"] == r["params"]["block_length"] and x["n"] == r["n"]), None)
+            tiers = [f"{100 * r['tiers'][k]['acc']:.1f}" if k in r["tiers"] else "" for k in ("1", "2", "3", "4")]
+            delta = ratio = ""
+            if ref is not None and ref is not r:
+                diff = [float(a) - float(b) for a, b in zip(r["correct"], ref["correct"])]
+                mean = sum(diff) / len(diff)
+                se = (sum((d - mean) ** 2 for d in diff) / (len(diff) - 1) / len(diff)) ** 0.5
+                delta = f"{100 * mean:+.1f} ({100 * se:.1f})"
+            if ref is not None:
+                ratio = f"{ref['nfe'] / r['nfe']:.1f}x"
+            per_tier = " / ".join(f"{r['tiers'][k]['nfe']:.1f}" for k in sorted(r["tiers"]))
+            lines.append(f"| {r['config']} | " + " | ".join(tiers) + f" | {100 * r['acc']:.1f} | {delta} | "
+                         f"{r['nfe']:.2f} | {per_tier} | {ratio} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--summarize":  # python -m dllm_eval.synth.evaluate --summarize A.json [B.json ...]
+        results = [r for path in argv[1:] for r in json.loads(Path(path).read_text())["results"]]
+        print(summarize(results))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(Path(__file__).resolve().parents[1] / "assets" / "tiny_llada"))
     parser.add_argument("--device", default="cpu")
