@@ -339,9 +339,9 @@ def _environment() -> dict[str, Any]:
     try:
         repo = Path(__file__).resolve().parents[1]
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        # Tracked files only: the run's own outputs under results/ are new files, not changed code.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10)
+        # Code only: untracked files and results/ (where this very run writes) are not changed code.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                               cwd=repo, capture_output=True, text=True, timeout=10)
         if head.returncode == 0:
             env["git_commit"] = head.stdout.strip()
             env["git_dirty"] = bool(dirty.stdout.strip())
