@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_settings(items: list[str]) -> dict[str, Any]:
-    from dllm_eval.lm_eval_model import coerce
+    from dllm_eval.schedulers.base import coerce
 
     out: dict[str, Any] = {}
     for item in items:

@@ -44,6 +44,7 @@ from dllm_eval import __version__
 from dllm_eval.errors import UserError
 from dllm_eval.models import EMBEDDED_MODEL_DIR
 from dllm_eval.schedulers import SCHEDULERS, get_scheduler, param_fields
+from dllm_eval.schedulers.base import coerce, left_pad
 
 log = logging.getLogger(__name__)
 
@@ -56,37 +57,6 @@ def is_instruct_name(name: str) -> bool:
     """Chat-tuned LLaDA checkpoints: '*Instruct*' and LLaDA-1.5 (whose name lacks 'instruct')."""
     lowered = name.lower()
     return "instruct" in lowered or re.search(r"llada[-_]?1\.5", lowered) is not None
-
-
-def coerce(value: Any, default: Any, name: str) -> Any:
-    """Turn a model_args value (typed by lm-eval's CLI, or a raw string from the Python API) into
-    the type of the parameter's default."""
-    if isinstance(value, str) and value.lower() in ("none", "null"):
-        return None
-    if default is None or value is None:
-        if isinstance(value, str):
-            for cast in (int, float):
-                try:
-                    return cast(value)
-                except ValueError:
-                    pass
-        return value
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1")
-            return bool(value)
-        if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"model_args {name}={value!r}: expected {type(default).__name__}") from None
-    return value
 
 
 def output_path_from_argv(argv: list[str]) -> str | None:
@@ -275,14 +245,8 @@ class DiffusionLM(LM):
         if budget <= 0:
             raise UserError(f"gen_length={gen_length} leaves no room for the prompt within max_length={self.max_length}")
         ids = [self.tokenizer(self._render(c), add_special_tokens=False)["input_ids"][-budget:] for c in contexts]
-        width = max(len(x) for x in ids)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
-        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, seq in enumerate(ids):
-            input_ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq):] = 1
-        return input_ids, mask
+        return left_pad(ids, pad)
 
     def _finish_text(self, token_ids: list[int], until: list[str]) -> tuple[str, int]:
         """Cut at stop strings after decoding (a diffusion canvas has no left-to-right stop), and

@@ -45,6 +45,7 @@ from typing import Any
 
 from dllm_eval.errors import UserError
 from dllm_eval.synth import synth_code, synth_math
+from dllm_eval.synth.common import cut_until
 
 TASKS = {"math": synth_math, "code": synth_code}
 MAX_PROMPT = 112  # prompt tokens, chat wrapper included (tier-4 synth_code prompts need up to ~110)
@@ -54,7 +55,6 @@ EPS = 1e-3  # LLaDA's minimum mask probability
 BLOCK = 32
 FORMATS = ("raw", "bos", "chat")
 FORMAT_WEIGHTS = (0.45, 0.15, 0.40)
-UNTIL = {"math": ("Question:", "\n\n"), "code": ("\n\n\n",)}
 VOCAB_MULTIPLE = 64
 
 
@@ -316,14 +316,6 @@ def _quick_pass(program: str, tests: list[str], timeout: float = 30.0) -> bool:
     return res.returncode == 0
 
 
-def cut_until(text: str, until: Sequence[str]) -> str:
-    for stop in until:
-        idx = text.find(stop)
-        if idx >= 0:
-            text = text[:idx]
-    return text
-
-
 def evaluate(model, vocab: Vocab, task_name: str, docs: list[dict], threshold: float | None,
              fmt: str = "raw") -> dict:
     """Accuracy per tier and mean NFE of the quick decoder on `docs`."""
@@ -331,7 +323,7 @@ def evaluate(model, vocab: Vocab, task_name: str, docs: list[dict], threshold: f
     prompts = [vocab.encode(render_prompt(task.doc_to_text(d), fmt)) for d in docs]
     t0 = time.perf_counter()
     outs, nfes = decode(model, prompts, task.GEN_LENGTH, vocab, threshold)
-    texts = [cut_until(vocab.decode_answer(o), UNTIL[task_name]) for o in outs]
+    texts = [cut_until(vocab.decode_answer(o), TASKS[task_name].UNTIL) for o in outs]
     if task_name == "math":
         ok = [score_math(d, t) for d, t in zip(docs, texts)]
     else:

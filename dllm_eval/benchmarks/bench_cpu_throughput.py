@@ -35,17 +35,10 @@ SETTINGS: list[tuple[str, str, dict]] = [
 
 
 def _batches(tokenizer, prompts: list[str], batch: int, eos: int):
-    import torch
+    from dllm_eval.schedulers.base import left_pad
 
     for start in range(0, len(prompts), batch):
-        ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[start:start + batch]]
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), eos, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, seq in enumerate(ids):
-            input_ids[row, width - len(seq):] = torch.tensor(seq)
-            mask[row, width - len(seq):] = 1
-        yield input_ids, mask
+        yield left_pad([tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[start:start + batch]], eos)
 
 
 def run_setting(model, tokenizer, prompts: list[str], gen_length: int, name: str, params: dict,

@@ -349,7 +349,6 @@ class KVCache:
     def scatter_rows(self, rows: Tensor, sub: KVCache, positions: Tensor | None = None) -> None:
         """Write back a `select_rows` copy after it was stepped; `positions`: only those canvas
         positions were written (e.g. a dual-cache block step), so only they are copied back."""
-        self.clock = max(self.clock, sub.clock)
         if positions is None:
             for full, part in zip(self.keys + self.values, sub.keys + sub.values):
                 full.index_copy_(0, rows, part)

@@ -439,6 +439,18 @@ class GenerationOutput:
     wall_s: float
 
 
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Token lists -> (input_ids, attention_mask), left-padded to the longest: the batch layout
+    `Scheduler.generate` expects (the prompt ends where the generation canvas starts)."""
+    width = max(len(x) for x in seqs)
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        input_ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq):] = 1
+    return input_ids, mask
+
+
 class Scheduler:
     """Base class: holds validated params; subclasses implement `decode(model, state, generator)`."""
 
@@ -507,6 +519,38 @@ def param_fields(name: str) -> dict[str, Any]:
     defaults = {f.name: f.default for f in fields(spec.cls.Params)}
     defaults.update(spec.preset)
     return defaults
+
+
+def coerce(value: Any, default: Any, name: str) -> Any:
+    """Turn a scheduler parameter given as text (lm-eval model_args, `--set k=v`, a config spec)
+    or typed by lm-eval's CLI into the type of the parameter's default (`default=None`: int or
+    float when it parses as one, else the string)."""
+    if isinstance(value, str) and value.lower() in ("none", "null"):
+        return None
+    if default is None or value is None:
+        if isinstance(value, str):
+            for cast in (int, float):
+                try:
+                    return cast(value)
+                except ValueError:
+                    pass
+        return value
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1")
+            return bool(value)
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"model_args {name}={value!r}: expected {type(default).__name__}") from None
+    return value
 
 
 def get_scheduler(name: str, **params: Any) -> Scheduler:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from dllm_eval.synth import synth_code, synth_math
+from dllm_eval.synth.common import cut_until
 
 TASKS = {"synth_math": synth_math, "synth_code": synth_code}
-UNTIL = {"synth_math": ("Question:", "\n\n"), "synth_code": ("\n\n\n",)}  # as in the task YAMLs
 BLOCK_LENGTH = 32
 
 # The default sweep of issue 3: LLaDA at one token per step, Fast-dLLM dual cache at 4 thresholds.
@@ -56,38 +56,25 @@ def exact_match(prediction: str, reference: str) -> bool:
 
 def parse_config(spec: str, gen_length: int) -> tuple[str, dict[str, Any]]:
     """'name:key=value,key=value' -> (name, params). `llada` defaults to one token per step."""
+    from dllm_eval.schedulers import SCHEDULERS, param_fields
+    from dllm_eval.schedulers.base import coerce
+
     name, _, rest = spec.partition(":")
     params: dict[str, Any] = {"gen_length": gen_length, "block_length": BLOCK_LENGTH}
     if name == "llada":
         params["steps"] = gen_length
+    defaults = param_fields(name) if name in SCHEDULERS else {}  # unknown names fail in get_scheduler
     for item in filter(None, rest.split(",")):
         key, _, raw = item.partition("=")
-        value: Any = raw
-        for cast in (int, float):
-            try:
-                value = cast(raw)
-                break
-            except ValueError:
-                continue
-        if raw in ("none", "None"):
-            value = None
-        params[key] = value
+        params[key] = coerce(raw, defaults.get(key), key)  # typed like the scheduler's own default
     return name, params
-
-
-def cut_until(text: str, until: Sequence[str]) -> str:
-    for stop in until:
-        idx = text.find(stop)
-        if idx >= 0:
-            text = text[:idx]
-    return text
 
 
 def evaluate(model, tokenizer, task: str, docs: list[dict], spec: str, batch_size: int) -> dict[str, Any]:
     """Decode every doc with one scheduler config; accuracy per tier, NFE and throughput."""
-    import torch
 
     from dllm_eval.schedulers import get_scheduler
+    from dllm_eval.schedulers.base import left_pad
 
     module = TASKS[task]
     name, params = parse_config(spec, module.GEN_LENGTH)
@@ -100,19 +87,14 @@ def evaluate(model, tokenizer, task: str, docs: list[dict], spec: str, batch_siz
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         ids = [tokenizer(module.doc_to_text(docs[i]), add_special_tokens=False)["input_ids"] for i in idx]
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), eos, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, seq in enumerate(ids):
-            input_ids[row, width - len(seq):] = torch.tensor(seq)
-            mask[row, width - len(seq):] = 1
+        input_ids, mask = left_pad(ids, eos)
         out = sched.generate(model, input_ids, attention_mask=mask)
         wall += out.wall_s
         for row, i in enumerate(idx):
             toks = out.tokens[row].tolist()
             gen_tokens += sum(1 for t in toks if t != eos)
             raw = tokenizer.decode(toks, skip_special_tokens=False)
-            raw = cut_until(raw, (*UNTIL[task], tokenizer.eos_token))
+            raw = cut_until(raw, (*module.UNTIL, tokenizer.eos_token))
             out_text[i] = tokenizer.decode(tokenizer(raw, add_special_tokens=False)["input_ids"], skip_special_tokens=True)
             out_nfe[i] = int(out.traces[row]["nfe"])
     texts = [out_text[i] for i in range(len(docs))]

@@ -53,6 +53,7 @@ TEST_SEED = 4048
 N_TEST = 500
 N_TRAIN_SPLIT = 200
 GEN_LENGTH = 96  # tier-4 functions take up to ~85 tokens; a whole number of 32-token blocks
+UNTIL = ("\n\n\n",)  # stop strings, as generation_kwargs.until in tasks/synth/synth_code.yaml
 TRAIN_TIER_WEIGHTS = (0.1, 0.2, 0.3, 0.4)  # the arithmetic of tiers 3-4 takes the most learning
 EXEC_TIMEOUT = 5.0
 MAX_CODE_TOKENS = 92  # `token_bound` of a program (+1 for the leading newline) stays below GEN_LENGTH

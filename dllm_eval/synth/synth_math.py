@@ -33,6 +33,7 @@ N_TEST = 1000
 N_TRAIN_SPLIT = 200  # the lm-eval "train" split (few-shot pool); training itself streams problems
 GEN_LENGTH = 64  # generation canvas (tokens); every solution fits with room for EOS
 MAX_ANSWER_CHARS = 60  # digits and operators are one token each, so this bounds the answer's tokens
+UNTIL = ("Question:", "\n\n")  # stop strings, as generation_kwargs.until in tasks/synth/synth_math.yaml
 TRAIN_TIER_WEIGHTS = (0.1, 0.2, 0.3, 0.4)  # every tier's steps recur in the harder tiers
 
 NAMES = (
