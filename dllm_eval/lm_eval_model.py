@@ -22,11 +22,9 @@ trace_dir the traces go to `<output_path>/traces/` when run from the lm_eval CLI
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
 import sys
 from collections import defaultdict
 from dataclasses import asdict, fields
@@ -37,26 +35,22 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import Collator, handle_stop_sequences, postprocess_generated_text
+from lm_eval.models.utils import Collator, handle_stop_sequences
 from tqdm import tqdm
 
-from dllm_eval import __version__
+from dllm_eval import __version__, defaults
 from dllm_eval.errors import UserError
+from dllm_eval.frontend import load_front_end
 from dllm_eval.models import EMBEDDED_MODEL_DIR
 from dllm_eval.schedulers import SCHEDULERS, get_scheduler, param_fields
-from dllm_eval.schedulers.base import coerce, left_pad
+from dllm_eval.settings import coerce
+from dllm_eval.trace_row import TraceRow, append_trace_rows, trace_file
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 ADAPTER_ARGS = ("pretrained", "scheduler", "dtype", "seed", "trace_dir", "chat_template", "mc_num",
                 "mc_batch_size", "mc_cfg_scale", "max_length")
-
-
-def is_instruct_name(name: str) -> bool:
-    """Chat-tuned LLaDA checkpoints: '*Instruct*' and LLaDA-1.5 (whose name lacks 'instruct')."""
-    lowered = name.lower()
-    return "instruct" in lowered or re.search(r"llada[-_]?1\.5", lowered) is not None
 
 
 def output_path_from_argv(argv: list[str]) -> str | None:
@@ -76,9 +70,9 @@ class DiffusionLM(LM):
     def __init__(
         self,
         pretrained: str | None = None,
-        scheduler: str = "fast_dllm",
+        scheduler: str = defaults.SCHEDULER,
         dtype: str = "auto",
-        seed: int = 1234,
+        seed: int = defaults.SEED,
         trace_dir: str | None = None,
         chat_template: str | bool = "auto",
         mc_num: int = 128,
@@ -106,7 +100,7 @@ class DiffusionLM(LM):
         self.fixed_gen_length = self.scheduler_args.get("gen_length")
         self.block_length = int(self.scheduler_args.get("block_length", valid["block_length"]))
         # Build once with a representative gen_length so invalid combinations fail now.
-        probe_len = self.fixed_gen_length or self.block_length * max(1, math.ceil(256 / self.block_length))
+        probe_len = self.fixed_gen_length or self.block_length * max(1, math.ceil(defaults.MAX_GEN_TOKS / self.block_length))
         get_scheduler(scheduler, **{**self.scheduler_args, "gen_length": probe_len})
         if isinstance(batch_size, str) and batch_size.startswith("auto"):
             raise UserError("--batch_size auto is not supported by dllm_adaptive; pass an integer such as 8")
@@ -132,19 +126,12 @@ class DiffusionLM(LM):
         self._trace_files: set[Path] = set()
 
         # ---- load -----------------------------------------------------------------------------
-        from dllm_eval.models.llada import load_llada, resolve_checkpoint
-        from dllm_eval.models.tokenizer import load_tokenizer
-
-        path = resolve_checkpoint(self.pretrained)
-        self.tokenizer = load_tokenizer(path)
-        self.tokenizer.padding_side = "left"
         torch_dtype = None if dtype == "auto" else DTYPES[dtype]
-        self.model = load_llada(path, device=self._device, dtype=torch_dtype)
-        self.use_chat = (
-            is_instruct_name(self.pretrained) if chat_template == "auto" else chat_template in (True, "true")
-        ) and bool(getattr(self.tokenizer, "chat_template", None))
-        self._templated_by_lm_eval = False
+        self.front = load_front_end(self.pretrained, device=self._device, dtype=torch_dtype, chat=chat_template,
+                                    max_length=int(max_length) if max_length else None)
+        self.model, self.tokenizer = self.front.model, self.front.tokenizer
         self.max_length = int(max_length or self.model.config.max_sequence_length)
+        self.front.max_length = self.max_length
         self.generator = torch.Generator(device=self._device).manual_seed(self.seed)
         self.totals: dict[str, float] = defaultdict(float)
 
@@ -191,7 +178,7 @@ class DiffusionLM(LM):
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """Used by lm-eval's --apply_chat_template; our own templating is then skipped."""
-        self._templated_by_lm_eval = True
+        self.front.templated_elsewhere = True
         return self.tokenizer.apply_chat_template(
             chat_history, tokenize=False, add_generation_prompt=add_generation_prompt,
             continue_final_message=not add_generation_prompt,
@@ -217,7 +204,7 @@ class DiffusionLM(LM):
                 "dtype": str(self.model.dtype).removeprefix("torch."),
                 "device": str(self._device),
                 "seed": self.seed,
-                "chat_template_applied": self.use_chat and not self._templated_by_lm_eval,
+                "chat_template_applied": self.front.use_chat and not self.front.templated_elsewhere,
                 "trace_dir": str(self.trace_dir) if self.trace_dir else None,
                 "torch_version": torch.__version__,
                 "totals": totals,
@@ -234,29 +221,6 @@ class DiffusionLM(LM):
             return int(self.fixed_gen_length)
         return self.block_length * max(1, math.ceil(max_gen_toks / self.block_length))
 
-    def _render(self, context: str) -> str:
-        if self.use_chat and not self._templated_by_lm_eval:
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": context}],
-                                                      add_generation_prompt=True, tokenize=False)
-        return context
-
-    def _encode_batch(self, contexts: list[str], gen_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        budget = self.max_length - gen_length
-        if budget <= 0:
-            raise UserError(f"gen_length={gen_length} leaves no room for the prompt within max_length={self.max_length}")
-        ids = [self.tokenizer(self._render(c), add_special_tokens=False)["input_ids"][-budget:] for c in contexts]
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
-        return left_pad(ids, pad)
-
-    def _finish_text(self, token_ids: list[int], until: list[str]) -> tuple[str, int]:
-        """Cut at stop strings after decoding (a diffusion canvas has no left-to-right stop), and
-        count generated non-EOS tokens of the kept answer (Fast-dLLM's throughput convention)."""
-        raw = self.tokenizer.decode(token_ids, skip_special_tokens=False)
-        kept = postprocess_generated_text(raw, until, None)
-        kept_ids = self.tokenizer(kept, add_special_tokens=False)["input_ids"]
-        n_tokens = sum(1 for t in kept_ids if t != self.eot_token_id)
-        return self.tokenizer.decode(kept_ids, skip_special_tokens=True), n_tokens
-
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         if not requests:
             return []
@@ -270,37 +234,34 @@ class DiffusionLM(LM):
 
         collator = Collator(keyed, sort_fn=lambda x: (-len(x[0]), x[0]), group_fn=lambda x: x[1], group_by="gen_kwargs")
         results: list[str] = []
-        traces_by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        traces_by_task: dict[str, list[TraceRow]] = defaultdict(list)
         bar = tqdm(total=len(keyed), disable=disable_tqdm or self.rank != 0, desc=f"dllm_adaptive[{self.scheduler_name}]")
         for batch_id, chunk in enumerate(collator.get_batched(n=self.batch_size, batch_fn=None)):
             contexts, gen_kwargs = [c[0] for c in chunk], dict(chunk[0][1])
             until = handle_stop_sequences(gen_kwargs.pop("until", None), self.tokenizer.decode([self.eot_token_id]))
             max_gen_toks = next((int(gen_kwargs[k]) for k in ("max_gen_toks", "max_new_tokens", "max_tokens")
-                                 if gen_kwargs.get(k) is not None), 256)
+                                 if gen_kwargs.get(k) is not None), defaults.MAX_GEN_TOKS)
             gen_length = self._gen_length(max_gen_toks)
             extra = {}
             if gen_kwargs.get("do_sample") and float(gen_kwargs.get("temperature", 0.0)) > 0 and "temperature" not in self.scheduler_args:
                 extra["temperature"] = float(gen_kwargs["temperature"])
             sched = get_scheduler(self.scheduler_name, **{**self.scheduler_args, **extra, "gen_length": gen_length})
-            input_ids, mask = self._encode_batch(contexts, gen_length)
-            out = sched.generate(self.model, input_ids, attention_mask=mask, generator=self.generator)
+            decoded = self.front.generate(contexts, sched, until, generator=self.generator)
+            out = decoded.output
             config = {f.name: getattr(sched.params, f.name) for f in fields(sched.params)}
             for row, item in enumerate(chunk):
-                text, n_tokens = self._finish_text(out.tokens[row].tolist(), until)
+                text, n_tokens, trace = decoded.texts[row], decoded.gen_tokens[row], out.traces[row]
                 results.append(text)
-                trace = out.traces[row]
                 self.cache_hook.add_partial("generate_until", (item[0], item[1]), text)
                 self.totals["requests"] += 1
                 self.totals["nfe"] += trace["nfe"]
                 self.totals["gen_tokens"] += n_tokens
-                traces_by_task[item[2]].append({
-                    "task": item[2], "doc_id": item[3], "repeat": item[4], "scheduler": self.scheduler_name,
-                    "config": config, "seed": self.seed, "nfe": trace["nfe"], "batch_nfe": out.batch_nfe,
-                    "gen_tokens": n_tokens, "gen_length": gen_length, "latency_s": round(out.wall_s, 6),
-                    "batch_id": batch_id, "batch_size": len(chunk), "batch_wall_s": round(out.wall_s, 6),
-                    "prompt_tokens": int(mask[row].sum()), "steps": trace["steps"], "events": trace["events"],
-                    "metrics": trace["metrics"],
-                })
+                traces_by_task[item[2]].append(TraceRow(
+                    task=item[2], doc_id=item[3], repeat=item[4], scheduler=self.scheduler_name, config=config,
+                    seed=self.seed, nfe=trace["nfe"], batch_nfe=out.batch_nfe, gen_tokens=n_tokens,
+                    gen_length=gen_length, latency_s=round(out.wall_s, 6), batch_id=batch_id, batch_size=len(chunk),
+                    batch_wall_s=round(out.wall_s, 6), prompt_tokens=decoded.prompt_tokens[row], rank=self.rank,
+                    steps=trace["steps"], events=trace["events"], metrics=trace["metrics"]))
             self.totals["batch_nfe"] += out.batch_nfe
             self.totals["wall_s"] += out.wall_s
             bar.update(len(chunk))
@@ -308,17 +269,13 @@ class DiffusionLM(LM):
         self._write_traces(traces_by_task)
         return collator.get_original(results)
 
-    def _write_traces(self, traces_by_task: dict[str, list[dict[str, Any]]]) -> None:
+    def _write_traces(self, traces_by_task: dict[str, list[TraceRow]]) -> None:
         if self.trace_dir is None or self.rank != 0:
             return
-        self.trace_dir.mkdir(parents=True, exist_ok=True)
         for task, rows in traces_by_task.items():
-            path = self.trace_dir / f"traces_{task}.jsonl"
-            mode = "a" if path in self._trace_files else "w"  # a new run replaces an old file
+            path = trace_file(self.trace_dir, task)
+            append_trace_rows(path, rows, fresh=path not in self._trace_files)  # a new run replaces an old file
             self._trace_files.add(path)
-            with path.open(mode) as fh:
-                for row in rows:
-                    fh.write(json.dumps(row) + "\n")
 
     # ---- likelihood ----------------------------------------------------------------------------------
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:

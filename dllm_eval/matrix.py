@@ -31,97 +31,18 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from dllm_eval import defaults
 from dllm_eval.errors import UserError
+from dllm_eval.matrix_config import DEFAULT_CONFIG, MatrixConfig, MatrixFile, load_matrix_config
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "eval_matrix.yaml"
 DONE_MARKER = ".done.json"
-ROLES = {"baseline", "control_aa", "control_degraded"}
 LM_EVAL_CMD_ENV = "DLLM_EVAL_LM_EVAL_CMD"
-_LABEL_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 # lm-eval's own request bar, or the adapter's "dllm_adaptive[<scheduler>]" bar
 _PROGRESS_RE = re.compile(rb"(?:Running (?:generate_until|loglikelihood\w*) requests|dllm_adaptive\[[^\]]*\]):\s*(\d+)%")
-
-
-@dataclass
-class MatrixConfig:
-    """One named scheduler configuration from eval_matrix.yaml."""
-
-    label: str
-    scheduler: str
-    params: dict[str, Any] = field(default_factory=dict)
-    role: str | None = None
-    control_of: str | None = None
-    description: str = ""
-
-
-@dataclass
-class MatrixFile:
-    path: Path
-    settings: dict[str, Any]
-    report: dict[str, Any]
-    baseline: str
-    configs: dict[str, MatrixConfig]
-
-
-def load_matrix_config(path: str | Path | None = None) -> MatrixFile:
-    """Read and validate eval_matrix.yaml; every problem is a one-line UserError."""
-    p = Path(path) if path else DEFAULT_CONFIG
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"cannot read matrix config {p}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("configs"), dict) or not raw["configs"]:
-        raise UserError(f"{p}: needs a non-empty 'configs:' mapping of label -> {{scheduler, params}}")
-    configs: dict[str, MatrixConfig] = {}
-    for label, spec in raw["configs"].items():
-        label = str(label)
-        if not _LABEL_RE.match(label):
-            raise UserError(f"{p}: config label {label!r} may only use letters, digits and _ . + -")
-        if not isinstance(spec, dict) or not spec.get("scheduler"):
-            raise UserError(f"{p}: config {label!r} needs a 'scheduler:' name")
-        params = spec.get("params") or {}
-        if not isinstance(params, dict):
-            raise UserError(f"{p}: config {label!r}: 'params' must be a mapping")
-        bad = {"device", "batch_size", "seed", "trace_dir", "pretrained"} & set(params)
-        if bad:
-            raise UserError(
-                f"{p}: config {label!r} sets {', '.join(sorted(bad))} in params; those come from the "
-                "eval-all options (--device, --batch, --seeds, --model)"
-            )
-        role = spec.get("role")
-        if role is not None and role not in ROLES:
-            raise UserError(f"{p}: config {label!r} has role {role!r}; use one of {', '.join(sorted(ROLES))}")
-        configs[label] = MatrixConfig(
-            label=label,
-            scheduler=str(spec["scheduler"]),
-            params=dict(params),
-            role=role,
-            control_of=spec.get("control_of"),
-            description=str(spec.get("description") or ""),
-        )
-    baselines = [c.label for c in configs.values() if c.role == "baseline"]
-    baseline = raw.get("baseline") or (baselines[0] if baselines else None)
-    if baseline not in configs:
-        raise UserError(f"{p}: 'baseline: {baseline}' is not one of the configs ({', '.join(configs)})")
-    if len(baselines) > 1 or (baselines and baselines[0] != baseline):
-        raise UserError(f"{p}: exactly one config may have role: baseline, and it must be {baseline!r}")
-    configs[baseline].role = "baseline"
-    for c in configs.values():
-        if c.control_of and c.control_of not in configs:
-            raise UserError(f"{p}: config {c.label!r} is a control of unknown config {c.control_of!r}")
-    settings = raw.get("settings") or {}
-    report = raw.get("report") or {}
-    if not isinstance(settings, dict) or not isinstance(report, dict):
-        raise UserError(f"{p}: 'settings' and 'report' must be mappings")
-    return MatrixFile(path=p, settings=settings, report=report, baseline=baseline, configs=configs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="checkpoint dir or hub id (pretrained=...); default: the embedded model")
     parser.add_argument("--tasks", help="comma-separated lm-eval task names (default from the config file)")
     parser.add_argument(
-        "--schedulers", help="comma-separated configuration labels from the config file (default: all); the baseline is always included"
+        "--schedulers", help="comma-separated configuration labels or group names (e.g. peers) from the config file "
+        "(default: every config not marked default: false); the baseline is always included"
     )
     parser.add_argument("--seeds", help="comma-separated integer seeds (default from the config file)")
     parser.add_argument("--limit", help="documents per task per run (default from the config file, per device); 'none' for all")
@@ -210,21 +132,16 @@ def plan(args: argparse.Namespace) -> tuple[MatrixFile, dict[str, Any], list[Cel
     if not tasks:
         raise UserError("no tasks: pass --tasks or set settings.tasks in the config file")
     try:
-        seeds = [int(x) for x in (_csv(args.seeds) or [str(x) for x in (s.get("seeds") or [1234])])]
+        seeds = [int(x) for x in (_csv(args.seeds) or [str(x) for x in (s.get("seeds") or [defaults.SEED])])]
     except ValueError:
         raise UserError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds lists a seed twice: {seeds}")
     wanted = _csv(args.schedulers)
     if wanted:
-        unknown = [w for w in wanted if w not in mf.configs]
-        if unknown:
-            raise UserError(
-                f"unknown configuration(s) {', '.join(unknown)}; the config file {mf.path.name} defines: {', '.join(mf.configs)}"
-            )
-        labels = [mf.baseline] + [w for w in wanted if w != mf.baseline]
+        labels = [mf.baseline] + [w for w in mf.expand(wanted) if w != mf.baseline]
     else:
-        labels = list(mf.configs)
+        labels = mf.default_labels()
     # limit: CLI > per-device setting > plain setting
     limit: int | None
     if args.limit is not None:

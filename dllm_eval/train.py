@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from dllm_eval.errors import UserError
+from dllm_eval.frontend import cut_at_stops
 from dllm_eval.synth import synth_code, synth_math
-from dllm_eval.synth.common import cut_until
 
 TASKS = {"math": synth_math, "code": synth_code}
 MAX_PROMPT = 112  # prompt tokens, chat wrapper included (tier-4 synth_code prompts need up to ~110)
@@ -323,7 +323,7 @@ def evaluate(model, vocab: Vocab, task_name: str, docs: list[dict], threshold: f
     prompts = [vocab.encode(render_prompt(task.doc_to_text(d), fmt)) for d in docs]
     t0 = time.perf_counter()
     outs, nfes = decode(model, prompts, task.GEN_LENGTH, vocab, threshold)
-    texts = [cut_until(vocab.decode_answer(o), TASKS[task_name].UNTIL) for o in outs]
+    texts = [cut_at_stops(vocab.decode_answer(o), TASKS[task_name].UNTIL) for o in outs]
     if task_name == "math":
         ok = [score_math(d, t) for d, t in zip(docs, texts)]
     else:

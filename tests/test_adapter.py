@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from dllm_eval.errors import UserError
-from dllm_eval.lm_eval_model import DiffusionLM, coerce, is_instruct_name, output_path_from_argv
+from dllm_eval.frontend import is_instruct_name
+from dllm_eval.lm_eval_model import DiffusionLM, output_path_from_argv
+from dllm_eval.settings import coerce
 
 REPO = Path(__file__).resolve().parents[1]
 LM_EVAL = str(Path(sys.executable).parent / "lm_eval")
@@ -86,7 +88,7 @@ def test_gen_length_rounds_max_gen_toks_up_to_blocks_and_stops_apply_after_decod
     assert lm._gen_length(1) == 32
     tok = lm.tokenizer
     ids = tok("The answer is 42\nQuestion: next", add_special_tokens=False)["input_ids"] + [lm.eot_token_id] * 3
-    text, n = lm._finish_text(ids, ["Question:", tok.decode([lm.eot_token_id])])
+    text, n = lm.front.finish(ids, ["Question:"])  # EOS is always a stop
     assert text == "The answer is 42\n"
     assert n == len(tok("The answer is 42\n", add_special_tokens=False)["input_ids"])
     fixed = DiffusionLM(pretrained=str(random_checkpoint), gen_length=64, block_length=16, device="cpu")
@@ -95,7 +97,7 @@ def test_gen_length_rounds_max_gen_toks_up_to_blocks_and_stops_apply_after_decod
 
 def test_chat_template_wraps_the_whole_prompt_as_one_user_turn(random_checkpoint):
     lm = DiffusionLM(pretrained=str(random_checkpoint), chat_template="true", device="cpu")
-    rendered = lm._render("Question: 1+1?\nAnswer: 2\n\nQuestion: 2+2?\nAnswer:")
+    rendered = lm.front.render("Question: 1+1?\nAnswer: 2\n\nQuestion: 2+2?\nAnswer:")
     assert rendered.startswith("<|startoftext|><|start_header_id|>user<|end_header_id|>\n\nQuestion: 1+1?")
     assert rendered.endswith("<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
     assert rendered.count("<|start_header_id|>user") == 1

@@ -14,8 +14,8 @@ import torch
 
 from dllm_eval.errors import UserError
 from dllm_eval.models.llada import KVCache, LLaDAConfig, build_model
+from dllm_eval.schedulers import get_scheduler
 from dllm_eval.schedulers.adaptive import tiered_window  # importing it registers adaptive and its variants
-from dllm_eval.schedulers.base import get_scheduler
 from tests.fake_model import ScriptedModel, entropy_of, prompt_tensor, table_script
 
 PROMPT = (1, 2, 3)

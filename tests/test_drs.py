@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from dllm_eval.errors import UserError
-from dllm_eval.schedulers.base import get_scheduler
-from dllm_eval.schedulers.drs import largest_remainder  # importing it registers drs, drs_uniform, drs_v2
+from dllm_eval.schedulers import get_scheduler
+from dllm_eval.schedulers.drs import largest_remainder  # importing it registers drs, drs_uniform
 from tests.fake_model import ScriptedModel, prompt_tensor, table_script
 
 SURE, UNSURE = 0.99, 0.5

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _defaults() -> tuple[float, float]:
     try:
-        from dllm_eval.matrix import load_matrix_config
+        from dllm_eval.matrix_config import load_matrix_config
 
         rep = load_matrix_config().report
         return float(rep.get("alpha", 0.05)), float(rep.get("min_effect", 0.05))

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from dllm_eval.errors import UserError
+from dllm_eval.settings import split_settings
 
 __all__ = ["DONE_MARKER", "ConfigInfo", "RunData", "TidyTable", "UnitInfo", "load_run"]
 
@@ -233,13 +234,12 @@ def _model_args(config: dict[str, Any]) -> dict[str, Any]:
     ma = config.get("model_args")
     if isinstance(ma, dict):
         return ma
-    out: dict[str, Any] = {}
     if isinstance(ma, str):
-        for part in ma.split(","):
-            if "=" in part:
-                k, v = part.split("=", 1)
-                out[k.strip()] = v.strip()
-    return out
+        try:
+            return dict(split_settings(ma, what="model_args"))
+        except UserError:  # a foreign results file: keep what parses, drop the rest
+            return dict(split_settings([p for p in ma.split(",") if "=" in p], what="model_args"))
+    return {}
 
 
 def _to_int(v: Any) -> int | None:
@@ -655,7 +655,7 @@ def _attach_roles(configs: dict[str, ConfigInfo], matrix: dict[str, Any] | None)
         source = matrix["configs"]
     else:
         try:
-            from dllm_eval.matrix import load_matrix_config
+            from dllm_eval.matrix_config import load_matrix_config
 
             source = {k: v.__dict__ for k, v in load_matrix_config().configs.items()}
         except Exception:  # the yaml is optional for analysis of foreign runs

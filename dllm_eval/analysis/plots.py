@@ -9,10 +9,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    from dllm_eval.analysis.report import Summary
+from typing import Any
 
 _MARKERS = "oDs^PXhv<>p*d"
 _ROLE_STYLE = {
@@ -26,14 +23,14 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def make_figures(summary: Summary, out_dir: Path) -> dict[str, list[str]]:
-    """Write the PNGs into ``out_dir``; return, per task, the file names in display order."""
+def make_figures(summary: Any, out_dir: Path) -> dict[str, list[str]]:
+    """Write the PNGs of a `report.Summary` into ``out_dir``; return, per task, the file names in display order."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from dllm_eval.analysis.report import pareto_front
+    from dllm_eval.analysis.stats import pareto_front
 
     figs: dict[str, list[str]] = {}
     for t in summary.tasks:

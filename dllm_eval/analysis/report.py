@@ -29,6 +29,7 @@ import numpy as np
 from dllm_eval.analysis import stats
 from dllm_eval.analysis.claims import CLAIMS, Claim, judge
 from dllm_eval.analysis.loading import RunData, load_run
+from dllm_eval.analysis.stats import pareto_front
 from dllm_eval.errors import UserError
 
 __all__ = ["Summary", "build_summary", "render_markdown", "write_report"]
@@ -680,16 +681,6 @@ def _claims(idx: _Index, run: RunData, labels: list[str], base: str, tasks: list
         row.verdict = judge(c, lo, hi)
         out.append(row)
     return out
-
-
-def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
-    """Labels not dominated in (accuracy, tokens/s): nobody else is at least as good on both and better on one."""
-    front = []
-    for lab, a, t in points:
-        dominated = any((a2 >= a and t2 >= t) and (a2 > a or t2 > t) for l2, a2, t2 in points if l2 != lab)
-        if not dominated:
-            front.append(lab)
-    return front
 
 
 # --------------------------------------------------------------------------------------------

@@ -690,3 +690,13 @@ def rate_ci(
     if not (np.isfinite(lo) and np.isfinite(hi)):
         lo = hi = value
     return value, ConfidenceInterval(lo, hi)
+
+
+def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
+    """Labels not dominated in (accuracy, tokens/s): nobody else is at least as good on both and better on one."""
+    front = []
+    for lab, a, t in points:
+        dominated = any((a2 >= a and t2 >= t) and (a2 > a or t2 > t) for l2, a2, t2 in points if l2 != lab)
+        if not dominated:
+            front.append(lab)
+    return front

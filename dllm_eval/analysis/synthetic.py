@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from dllm_eval import defaults
+
 TASKS: dict[str, dict[str, Any]] = {
     "synth_math": {"filters": ["strict-match", "flexible-extract"], "metric": "exact_match", "n_docs": 1000, "tiers": True},
     "synth_code": {"filters": ["create_test"], "metric": "pass@1", "n_docs": 500, "tiers": True},
@@ -108,7 +110,7 @@ def write_fake_run(
     model_args: dict[str, Any],
     tasks: list[str],
     limit: int | None = None,
-    seed: int = 1234,
+    seed: int = defaults.SEED,
     batch_size: int = 16,
     device: str = "cpu",
     trace_dir: str | Path | None = None,
@@ -245,22 +247,10 @@ def write_fake_run(
 
 
 def _parse_model_args(s: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for part in s.split(","):
-        if not part:
-            continue
-        k, _, v = part.partition("=")
-        val: Any = v
-        for cast in (int, float):
-            try:
-                val = cast(v)
-                break
-            except ValueError:
-                continue
-        if v in ("true", "false"):
-            val = v == "true"
-        out[k] = val
-    return out
+    """model_args text -> values typed the way lm-eval's CLI would hand them to a model."""
+    from dllm_eval.settings import coerce, split_settings
+
+    return {k: coerce(v, None, k) for k, v in split_settings(s, what="--model_args").items()}
 
 
 def main(argv: list[str] | None = None) -> int:

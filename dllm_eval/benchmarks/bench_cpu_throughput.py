@@ -35,7 +35,7 @@ SETTINGS: list[tuple[str, str, dict]] = [
 
 
 def _batches(tokenizer, prompts: list[str], batch: int, eos: int):
-    from dllm_eval.schedulers.base import left_pad
+    from dllm_eval.frontend import left_pad
 
     for start in range(0, len(prompts), batch):
         yield left_pad([tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[start:start + batch]], eos)

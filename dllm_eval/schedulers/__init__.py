@@ -1,6 +1,12 @@
-"""Schedulers, one file each, registered by name. Importing this package registers them all."""
+"""Schedulers, one file each, registered by name. Importing this package registers them all.
 
-from dllm_eval.schedulers import adaptive, drs, fast_dllm, llada  # noqa: F401  (registration side effects)
-from dllm_eval.schedulers.base import SCHEDULERS, GenerationOutput, Scheduler, get_scheduler, param_fields
+`base` is the decode-step vocabulary (propose, select, commit, trace); `blocks` is the shared
+block loop (windows, KV cache, forward accounting); `registry` builds schedulers by name. Each
+other module is one method, reading top to bottom as "how this method picks tokens".
+"""
+
+from dllm_eval.schedulers import adaptive, drs, drs_v2, fast_dllm, llada  # noqa: F401  (registration side effects)
+from dllm_eval.schedulers.base import GenerationOutput
+from dllm_eval.schedulers.registry import SCHEDULERS, Scheduler, get_scheduler, param_fields
 
 __all__ = ["SCHEDULERS", "GenerationOutput", "Scheduler", "get_scheduler", "param_fields"]

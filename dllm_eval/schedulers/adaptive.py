@@ -80,7 +80,7 @@ and ``block_sizes``, ``tau_final``, ``tau_range``, ``refreshed_positions`` per t
 non-padding canvas positions) served from the cache rather than recomputed in that forward.
 
 Batching: every row has its own blocks, tau and tiers; a step groups rows whose window and block
-coincide into one call, each group with its own slice of the cache (see `base.forward_rows`), so a
+coincide into one call, each group with its own slice of the cache (see `blocks.forward_rows`), so a
 batched row decodes exactly as it would alone, and its NFE counts only its own calls.
 """
 
@@ -95,20 +95,19 @@ import torch
 from torch import Tensor
 
 from dllm_eval.errors import UserError
-from dllm_eval.models.llada import KVCache, LLaDAModelLM
 from dllm_eval.schedulers.base import (
     CommonParams,
     DecodeState,
-    Scheduler,
-    forward_rows,
-    propose,
-    register,
-    register_variant,
     select_threshold,
 )
-from dllm_eval.schedulers.drs import CacheStats, fill_eos, widen
+from dllm_eval.schedulers.blocks import BlockRunner
+from dllm_eval.schedulers.registry import Scheduler, register, register_variant
 
 Span = tuple[int, int]
+# When the still-masked suffix after the active block is recomputed (tiered cache only):
+# with the scheduled tier-2 refresh (the seed's rule), at every block's first step (as the dual
+# cache's full forward does), or never (it keeps the KV of the row's first, all-mask forward).
+SUFFIX_REFRESH = ("tier2", "block", "never")
 
 
 @dataclass
@@ -133,6 +132,8 @@ class AdaptiveParams(CommonParams):
     efficiency_factor: float = 0.95
     tier2_stability_threshold: float = 0.85
     tier2_update_interval: int = 3
+    suffix_refresh: str = "tier2"
+    tier1_refresh: bool = False
     memory_efficiency_mode: bool = True
 
     def validate(self) -> None:
@@ -162,8 +163,10 @@ class AdaptiveParams(CommonParams):
             raise UserError(f"tier2_stability_threshold must be in [0, 1], got {self.tier2_stability_threshold}")
         if self.tier2_update_interval < 1:
             raise UserError(f"tier2_update_interval must be >= 1, got {self.tier2_update_interval}")
+        if self.suffix_refresh not in SUFFIX_REFRESH:
+            raise UserError(f"suffix_refresh must be one of {', '.join(SUFFIX_REFRESH)}, got {self.suffix_refresh!r}")
         for name in ("enable_dynamic_block", "enable_adaptive_threshold", "enable_tiered_cache",
-                     "memory_efficiency_mode"):
+                     "tier1_refresh", "memory_efficiency_mode"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
@@ -232,12 +235,9 @@ def mean_entropy(logits: Tensor, masked: Tensor) -> Tensor:
 @register("adaptive", "Self-correcting adaptive scheduling: dynamic block size + adaptive tau + tiered cache")
 class Adaptive(Scheduler):
     Params = AdaptiveParams
-    params: AdaptiveParams
 
-    def decode(self, model: LLaDAModelLM, state: DecodeState, generator: torch.Generator | None) -> None:
-        p = self.params
-        cache = KVCache.for_model(model, state.batch, state.length)
-        stats = CacheStats(state)
+    def decode(self, runner: BlockRunner) -> None:
+        p, state = self.params, runner.state
         first = state.prompt_len
         prompt_real = (torch.full((state.batch,), first) if state.attention_mask is None
                        else state.attention_mask[:, :first].sum(dim=1)).tolist()
@@ -255,11 +255,11 @@ class Adaptive(Scheduler):
             if not groups:
                 break
             for plan, members in groups.items():
-                self._run(model, state, cache, stats, plan, members, generator)
+                self._run(runner, plan, members)
         for ctl in rows:
             n = len(ctl.sizes)
             state.trace.metrics[ctl.row].update(
-                avg_block_size=sum(ctl.sizes) / n if n else 0.0, cache_hit_rate=stats.hit_rate(ctl.row),
+                avg_block_size=sum(ctl.sizes) / n if n else 0.0, cache_hit_rate=runner.stats.hit_rate(ctl.row),
                 adaptations=ctl.adaptations, block_sizes=ctl.sizes, tau_final=ctl.tau,
                 tau_range=[min(ctl.tau_seen), max(ctl.tau_seen)], refreshed_positions=dict(ctl.refreshed),
                 nfe=int(state.trace.row_nfe[ctl.row]), memory_efficiency_mode=p.memory_efficiency_mode,
@@ -275,16 +275,28 @@ class Adaptive(Scheduler):
             return Plan(tuple(range(ctl.start, ctl.end)), ctl.start, ctl.end, ctl.block)
         if not ctl.any_forward:
             return Plan(None, ctl.start, ctl.end, ctl.block)
-        return Plan(tiered_window((ctl.start, ctl.end), ctl.unstable, ctl.promote,
-                                  ctl.stable if self._refresh_due(ctl) else (),
-                                  (ctl.end, state.length) if self._refresh_due(ctl) and ctl.end < state.length
-                                  else None),
-                    ctl.start, ctl.end, ctl.block)
+        suffix = (ctl.end, state.length) if self._suffix_due(ctl) and ctl.end < state.length else None
+        window = tiered_window((ctl.start, ctl.end), ctl.unstable, ctl.promote,
+                               ctl.stable if self._refresh_due(ctl) else (), suffix)
+        if self._tier1_due(ctl):
+            window = tuple(range(state.prompt_len)) + window
+        return Plan(window, ctl.start, ctl.end, ctl.block)
 
     def _refresh_due(self, ctl: RowControl) -> bool:
         """Scheduled tier-2 refresh: the first step of blocks interval, 2*interval, ..."""
         k = self.params.tier2_update_interval
         return not ctl.started and ctl.block > 0 and ctl.block % k == 0
+
+    def _suffix_due(self, ctl: RowControl) -> bool:
+        """Is the masked suffix recomputed this step (`suffix_refresh`)?"""
+        rule = self.params.suffix_refresh
+        if rule == "block":
+            return not ctl.started and ctl.block > 0
+        return rule == "tier2" and self._refresh_due(ctl)
+
+    def _tier1_due(self, ctl: RowControl) -> bool:
+        """`tier1_refresh`: recompute the prompt at every later block's first step (the seed freezes it)."""
+        return self.params.tier1_refresh and not ctl.started and ctl.block > 0
 
     def _note_refreshes(self, state: DecodeState, ctl: RowControl, plan: Plan) -> None:
         """Trace the refreshes this step's window makes (spans in generation-region coordinates),
@@ -308,52 +320,48 @@ class Adaptive(Scheduler):
             trace.event(ctl.row, "cache_refresh", tier=2, reason="promotion", block=ctl.block,
                         blocks=gen(ctl.promote), positions=len(positions(ctl.promote)))
             ctl.refreshed["tier2"] += len(positions(ctl.promote))
-        if self._refresh_due(ctl):
-            n = len(positions(ctl.stable)) + (state.length - ctl.end)
+        if self._refresh_due(ctl) or self._suffix_due(ctl):
+            stable = ctl.stable if self._refresh_due(ctl) else []
+            suffix = state.length - ctl.end if self._suffix_due(ctl) else 0
+            n = len(positions(stable)) + suffix
             trace.event(ctl.row, "cache_refresh", tier=2, reason="scheduled", block=ctl.block,
-                        blocks=gen(ctl.stable), suffix=[ctl.end - off, state.gen_length], positions=n)
+                        blocks=gen(stable), suffix=[ctl.end - off, ctl.end - off + suffix], positions=n)
             ctl.refreshed["tier2"] += n
+        if self._tier1_due(ctl):
+            trace.event(ctl.row, "cache_refresh", tier=1, reason="tier1_refresh", block=ctl.block,
+                        positions=ctl.prompt_real)
+            ctl.refreshed["tier1"] += ctl.prompt_real
         ctl.stable.extend(ctl.promote)
         ctl.promote.clear()
 
     # -- one step for one group of rows ---------------------------------------------------------
-    def _run(self, model: LLaDAModelLM, state: DecodeState, cache: KVCache, stats: CacheStats, plan: Plan,
-             members: list[RowControl], generator: torch.Generator | None) -> None:
-        p = self.params
+    def _run(self, runner: BlockRunner, plan: Plan, members: list[RowControl]) -> None:
+        p, state = self.params, runner.state
         device = state.canvas.device
         idx = torch.tensor([c.row for c in members], device=device)
-        start, end = plan.start, plan.end
-        if plan.window is None:
-            logits = forward_rows(model, state, cache, idx, None, "window", slice(start, end))
-        else:
-            lo = plan.window.index(start)
-            logits = forward_rows(model, state, cache, idx, torch.tensor(plan.window, device=device), "cache",
-                                  slice(lo, lo + end - start))
         active = torch.zeros(state.batch, dtype=torch.bool, device=device)
         active[idx] = True
-        state.trace.forward(active)
-        stats.record(idx.cpu(), None if plan.window is None else len(plan.window))
+        start, end = plan.start, plan.end
+        window = None if plan.window is None else torch.tensor(plan.window, device=device)
+        logits = runner.forward(active, start, end, first=plan.window is None, window=window)
         for ctl in members:
             self._note_refreshes(state, ctl, plan)
             ctl.started = ctl.any_forward = True
             ctl.steps_in_block += 1
 
-        masked = state.masked(start, end)[idx]
-        proposal = propose(logits, masked, generator=generator, mask_id=state.mask_id, **p.propose_kwargs())
-        entropy = mean_entropy(logits, masked).tolist() if p.enable_adaptive_threshold else None
+        masked = state.masked(start, end)
+        proposal = runner.propose(logits, active, start, end)
+        entropy = mean_entropy(logits, masked[idx]).tolist() if p.enable_adaptive_threshold else None
         keep = torch.zeros_like(masked)
         for i, ctl in enumerate(members):
             if entropy is not None:
                 self._adapt_tau(state, ctl, entropy[i])
-            keep[i] = select_threshold(proposal.confidence[i:i + 1], masked[i:i + 1], ctl.tau)[0]
-        transfer = torch.zeros((state.batch, end - start), dtype=torch.bool, device=device)
-        transfer[idx] = keep
-        state.commit(start, transfer, widen(state, idx, proposal), plan.block)
-        if p.stop_at_eos:
-            fill_eos(state)
+            r = ctl.row
+            keep[r] = select_threshold(proposal.confidence[r:r + 1], masked[r:r + 1], ctl.tau)[0]
+        runner.commit(plan.block, start, keep, proposal)
         conf = proposal.confidence.double()
-        for i, ctl in enumerate(members):
-            ctl.recent.append(float(conf[i][keep[i]].mean()))
+        for ctl in members:
+            ctl.recent.append(float(conf[ctl.row][keep[ctl.row]].mean()))
             if not bool(state.incomplete(start, end)[ctl.row]):
                 self._finish_block(state, ctl)
                 self._skip_finished(state, ctl)

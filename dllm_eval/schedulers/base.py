@@ -21,17 +21,18 @@ had been decoded alone at batch 1. That makes per-document NFE comparable across
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from dllm_eval import defaults
 from dllm_eval.errors import UserError
-from dllm_eval.models.llada import KVCache, LLaDAModelLM
+from dllm_eval.models.cache import KVCache
 
+DiffusionModel = Any  # any model family behind the interface in `dllm_eval.models.cache`
 NEG_INF = float("-inf")
 SOFTMAX_DTYPES = {"model": None, "float32": torch.float32, "float64": torch.float64}
 
@@ -270,7 +271,7 @@ class DecodeState:
         self.commit_step = torch.full((batch, self.gen_length), -1, dtype=torch.long, device=device)
 
     @classmethod
-    def start(cls, model: LLaDAModelLM, prompt: Tensor, attention_mask: Tensor | None, gen_length: int) -> DecodeState:
+    def start(cls, model: DiffusionModel, prompt: Tensor, attention_mask: Tensor | None, gen_length: int) -> DecodeState:
         cfg = model.config
         batch, plen = prompt.shape
         canvas = torch.full((batch, plen + gen_length), cfg.mask_token_id, dtype=torch.long, device=prompt.device)
@@ -340,59 +341,33 @@ class DecodeState:
         region[fill] = self.eos_id
         return fill.sum(dim=1)
 
+    def fill_eos(self) -> None:
+        """`fill_after_eos`, with an ``eos_fill`` trace event for every row it filled."""
+        filled = self.fill_after_eos()
+        for row in filled.nonzero().flatten().tolist():
+            self.trace.event(row, "eos_fill", positions=int(filled[row]))
+
+    # -- refinement helpers ------------------------------------------------------------------
+    def ambiguous(self, start: int, end: int, tau: float) -> Tensor:
+        """[B, end - start] committed tokens whose commit confidence is below tau (NaN: not ambiguous)."""
+        lo, hi = start - self.prompt_len, end - self.prompt_len
+        return self.commit_conf[:, lo:hi] < tau
+
+    def remask_window(self, start: int, positions: Tensor) -> None:
+        """`remask` for positions [B, W] of the window starting at canvas position `start`."""
+        full = torch.zeros((self.batch, self.gen_length), dtype=torch.bool, device=positions.device)
+        lo = start - self.prompt_len
+        full[:, lo:lo + positions.shape[1]] = positions
+        self.remask(full)
+
     # -- model calls -------------------------------------------------------------------------
-    def logits_full(self, model: LLaDAModelLM, start: int, end: int, cache: KVCache | None = None) -> Tensor:
+    def logits_full(self, model: DiffusionModel, start: int, end: int, cache: KVCache | None = None) -> Tensor:
         """Full forward over the canvas (filling `cache` if given); logits of [start, end)."""
         return model(self.canvas, attention_mask=self.attention_mask, cache=cache, write=cache is not None,
                      logits_positions=slice(start, end))
 
-    def logits_window(self, model: LLaDAModelLM, cache: KVCache, start: int, end: int, attend: str,
-                      logits_end: int | None = None, write: bool = False) -> Tensor:
-        """Forward over canvas[start:end] using `cache` ("prefix" or "cache" mode); logits of
-        [start, logits_end) (default: the whole window)."""
-        window = torch.arange(start, end, device=self.canvas.device)
-        width = (logits_end or end) - start
-        return model(self.canvas[:, start:end], window=window, attention_mask=self.attention_mask, cache=cache,
-                     attend=attend, write=write, logits_positions=slice(0, width))
-
     def generated(self) -> Tensor:
         return self.canvas[:, self.prompt_len:]
-
-
-def row_index(rows: Tensor) -> Tensor:
-    """[B] bool -> the sorted row indices (long)."""
-    return rows.nonzero().flatten()
-
-
-def forward_rows(model: LLaDAModelLM, state: DecodeState, cache: KVCache | None, rows: Tensor,
-                 window: Tensor | None, attend: str, logits_slice: slice, write: bool = True) -> Tensor:
-    """One forward for a subset of rows (indices `rows`); logits [len(rows), ...].
-
-    Why: in a batch, rows finish blocks at different steps. Running only the rows that still
-    need a forward makes the batch's compute the sum of its rows' work instead of the slowest
-    row's work times the batch size, and each row sees exactly what it would see decoded alone.
-
-    `window=None` is a full forward over the canvas (``attend="window"``), filling the cache
-    when there is one. When `rows` is not the whole batch, the rows' canvas, padding mask and
-    cache slices are gathered, the call runs on them alone, and their cache (and stamps) are
-    scattered back, so the other rows' caches are untouched. The cache clock ticks once per
-    call, so `cache.stamp` tells which call wrote each position.
-    """
-    everyone = rows.numel() == state.batch
-    canvas = state.canvas if everyone else state.canvas.index_select(0, rows)
-    mask = state.attention_mask
-    if mask is not None and not everyone:
-        mask = mask.index_select(0, rows)
-    ids = canvas if window is None else canvas[:, window]
-    if cache is None:
-        return model(ids, attention_mask=mask, logits_positions=logits_slice)
-    cache.tick()
-    sub = cache if everyone else cache.select_rows(rows)
-    logits = model(ids, window=window, attention_mask=mask, cache=sub, attend=attend, write=write,
-                   logits_positions=logits_slice)
-    if write and not everyone:
-        cache.scatter_rows(rows, sub, positions=window)
-    return logits
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,8 +379,8 @@ def forward_rows(model: LLaDAModelLM, state: DecodeState, cache: KVCache | None,
 class CommonParams:
     """Parameters every scheduler takes. Subclasses add their own fields with defaults."""
 
-    gen_length: int = 128
-    block_length: int = 32
+    gen_length: int = defaults.GEN_LENGTH
+    block_length: int = defaults.BLOCK_LENGTH
     temperature: float = 0.0
     remasking: str = "low_confidence"
     softmax_dtype: str = "float64"
@@ -437,132 +412,3 @@ class GenerationOutput:
     traces: list[dict[str, Any]]  # per row: nfe, steps, events, metrics
     batch_nfe: int
     wall_s: float
-
-
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    """Token lists -> (input_ids, attention_mask), left-padded to the longest: the batch layout
-    `Scheduler.generate` expects (the prompt ends where the generation canvas starts)."""
-    width = max(len(x) for x in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        input_ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq):] = 1
-    return input_ids, mask
-
-
-class Scheduler:
-    """Base class: holds validated params; subclasses implement `decode(model, state, generator)`."""
-
-    name: ClassVar[str] = ""
-    Params: ClassVar[type[CommonParams]] = CommonParams
-
-    def __init__(self, params: CommonParams) -> None:
-        params.validate()
-        self.params = params
-
-    def decode(self, model: LLaDAModelLM, state: DecodeState, generator: torch.Generator | None) -> None:
-        raise NotImplementedError
-
-    @torch.inference_mode()
-    def generate(
-        self,
-        model: LLaDAModelLM,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> GenerationOutput:
-        """Decode `gen_length` tokens after each (left-padded) prompt row."""
-        started = time.perf_counter()
-        state = DecodeState.start(model, input_ids.to(model.device),
-                                  None if attention_mask is None else attention_mask.to(model.device),
-                                  self.params.gen_length)
-        self.decode(model, state, generator)
-        if state.canvas.device.type == "cuda":
-            torch.cuda.synchronize(state.canvas.device)
-        wall = time.perf_counter() - started
-        left = int(state.masked(state.prompt_len, state.length).sum())
-        if left:
-            raise RuntimeError(f"{self.name} left {left} masked positions undecoded (a scheduler bug)")
-        return GenerationOutput(state.generated().clone(), state.trace.rows(), state.trace.batch_nfe, wall)
-
-
-@dataclass(frozen=True)
-class SchedulerSpec:
-    cls: type[Scheduler]
-    preset: dict[str, Any]
-    description: str
-
-
-SCHEDULERS: dict[str, SchedulerSpec] = {}
-
-
-def register(name: str, description: str, **preset: Any):
-    """Class decorator registering a scheduler (and optional preset variants via `register_variant`)."""
-
-    def wrap(cls: type[Scheduler]) -> type[Scheduler]:
-        cls.name = name
-        SCHEDULERS[name] = SchedulerSpec(cls, preset, description)
-        return cls
-
-    return wrap
-
-
-def register_variant(name: str, base: type[Scheduler], description: str, **preset: Any) -> None:
-    """A named preset of an existing scheduler (e.g. an ablation row or a control)."""
-    SCHEDULERS[name] = SchedulerSpec(base, preset, description)
-
-
-def param_fields(name: str) -> dict[str, Any]:
-    """Parameter name -> default for a registered scheduler (preset applied)."""
-    spec = SCHEDULERS[name]
-    defaults = {f.name: f.default for f in fields(spec.cls.Params)}
-    defaults.update(spec.preset)
-    return defaults
-
-
-def coerce(value: Any, default: Any, name: str) -> Any:
-    """Turn a scheduler parameter given as text (lm-eval model_args, `--set k=v`, a config spec)
-    or typed by lm-eval's CLI into the type of the parameter's default (`default=None`: int or
-    float when it parses as one, else the string)."""
-    if isinstance(value, str) and value.lower() in ("none", "null"):
-        return None
-    if default is None or value is None:
-        if isinstance(value, str):
-            for cast in (int, float):
-                try:
-                    return cast(value)
-                except ValueError:
-                    pass
-        return value
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1")
-            return bool(value)
-        if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"model_args {name}={value!r}: expected {type(default).__name__}") from None
-    return value
-
-
-def get_scheduler(name: str, **params: Any) -> Scheduler:
-    """Build a registered scheduler; unknown names or parameters fail with the valid options."""
-    if name not in SCHEDULERS:
-        raise UserError(f"unknown scheduler {name!r}; choose one of: {', '.join(sorted(SCHEDULERS))}")
-    spec = SCHEDULERS[name]
-    valid = param_fields(name)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise UserError(f"scheduler {name!r} has no parameter {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-    merged = {**spec.preset, **params}
-    instance = spec.cls(spec.cls.Params(**merged))
-    instance.name = name
-    return instance

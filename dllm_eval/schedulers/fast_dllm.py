@@ -31,28 +31,21 @@ The confidence softmax is float64 by default, as in Fast-dLLM.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from dllm_eval.errors import UserError
-from dllm_eval.models.llada import KVCache, LLaDAModelLM
 from dllm_eval.schedulers.base import (
     CommonParams,
-    DecodeState,
     Proposal,
-    Scheduler,
-    forward_rows,
     num_transfer_tokens,
-    propose,
-    register,
-    register_variant,
-    row_index,
     select_factor,
     select_quota,
     select_threshold,
 )
-
-CACHE_MODES = ("none", "prefix", "dual")
+from dllm_eval.schedulers.blocks import CACHE_MODES, BlockRunner
+from dllm_eval.schedulers.registry import Scheduler, register, register_variant
 
 
 @dataclass
@@ -89,80 +82,29 @@ class FastDLLMParams(CommonParams):
 @register("fast_dllm", "Fast-dLLM v1: block KV cache (none/prefix/dual) + threshold/factor parallel decoding")
 class FastDLLM(Scheduler):
     Params = FastDLLMParams
-    params: FastDLLMParams
 
-    def decode(self, model: LLaDAModelLM, state: DecodeState, generator: torch.Generator | None) -> None:
-        p = self.params
-        cache = KVCache.for_model(model, state.batch, state.length) if p.cache != "none" else None
+    def cache_mode(self) -> str:
+        return self.params.cache
+
+    def decode(self, run: BlockRunner) -> None:
+        p, state = self.params, run.state
         steps_per_block = p.total_steps // p.num_blocks
         for block, start, end in state.blocks(p.block_length):
             if p.stop_at_eos and not bool(state.incomplete(start, end).any()):
                 continue  # already all EOS: nothing to decode
             quota = num_transfer_tokens(state.masked(start, end), steps_per_block)
-            if cache is None:
-                self._decode_block_uncached(model, state, block, start, end, quota, generator)
-            else:
-                self._decode_block_cached(model, state, cache, block, start, end, quota, generator)
+            run.run(block, start, end, partial(self.select, quota=quota), extra_step=p.block_check == "june")
 
-    # -- one step ------------------------------------------------------------------------------
-    def _step(self, state: DecodeState, logits: torch.Tensor, rows: torch.Tensor, block: int, start: int,
-              end: int, quota: torch.Tensor, i: int, generator: torch.Generator | None) -> None:
-        """Propose from `logits` (of batch rows `rows`), select by the rule, commit."""
+    def select(self, proposal: Proposal, masked: torch.Tensor, step: int, quota: torch.Tensor) -> torch.Tensor:
+        """Which proposals to commit: the factor rule, the threshold rule, or the quota schedule."""
         p = self.params
-        masked = state.masked(start, end)
-        proposal: Proposal = propose(logits, masked, generator=generator, mask_id=state.mask_id, rows=rows,
-                                     **p.propose_kwargs())
         if p.rule == "factor":
-            transfer = select_factor(proposal.confidence, masked, p.factor)
-        elif p.rule == "threshold":
-            transfer = select_threshold(proposal.confidence, masked, p.threshold)
-        else:  # past the schedule (June's extra forward) nothing more is owed
-            k = quota[:, i] if i < quota.shape[1] else torch.zeros_like(quota[:, 0])
-            transfer = select_quota(proposal.confidence, k)
-        state.commit(start, transfer, proposal, block)
-        if p.stop_at_eos:
-            filled = state.fill_after_eos()
-            for row in filled.nonzero().flatten().tolist():
-                state.trace.event(row, "eos_fill", positions=int(filled[row]))
-
-    # -- the three cache modes ---------------------------------------------------------------------
-    # Every forward runs only the rows that need it (`forward_rows`): a row whose block is done
-    # waits for the others without costing compute, and sees what it would see decoded alone.
-    def _decode_block_uncached(self, model, state, block, start, end, quota, generator) -> None:
-        i = 0
-        while bool((active := state.incomplete(start, end)).any()):
-            rows = row_index(active)
-            logits = forward_rows(model, state, None, rows, None, "window", slice(start, end))
-            state.trace.forward(active)
-            self._step(state, logits, rows, block, start, end, quota, i, generator)
-            i += 1
-
-    def _decode_block_cached(self, model, state, cache: KVCache, block, start, end, quota, generator) -> None:
-        p = self.params
-        active = state.incomplete(start, end)
-        rows = row_index(active)
-        # Full forward: fills these rows' cache for this block (rows already complete, i.e. EOS-filled
-        # under stop_at_eos, never read their cache again).
-        logits = forward_rows(model, state, cache, rows, None, "window", slice(start, end))
-        state.trace.forward(active)
-        self._step(state, logits, rows, block, start, end, quota, 0, generator)
-        i = 1
-        while True:
-            incomplete = state.incomplete(start, end)
-            # June: the check is at the bottom, so the first loop pass always runs.
-            active = incomplete | active if (p.block_check == "june" and i == 1) else incomplete
-            if not bool(active.any()):
-                break
-            rows = row_index(active)
-            if p.cache == "prefix":
-                window = torch.arange(start, state.length, device=state.canvas.device)
-                logits = forward_rows(model, state, cache, rows, window, "prefix", slice(0, end - start), write=False)
-            else:
-                window = torch.arange(start, end, device=state.canvas.device)
-                logits = forward_rows(model, state, cache, rows, window, "cache", slice(0, end - start))
-            state.trace.forward(active)
-            self._step(state, logits, rows, block, start, end, quota, i, generator)
-            i += 1
+            return select_factor(proposal.confidence, masked, p.factor)
+        if p.rule == "threshold":
+            return select_threshold(proposal.confidence, masked, p.threshold)
+        # past the schedule (June's extra forward) nothing more is owed
+        k = quota[:, step] if step < quota.shape[1] else torch.zeros_like(quota[:, 0])
+        return select_quota(proposal.confidence, k)
 
 
 register_variant("fast_dllm_prefix", FastDLLM, "Fast-dLLM with the prefix cache", cache="prefix")

@@ -23,16 +23,16 @@ from dataclasses import dataclass
 import torch
 
 from dllm_eval.errors import UserError
-from dllm_eval.models.llada import LLaDAModelLM
 from dllm_eval.schedulers.base import (
     CommonParams,
     DecodeState,
-    Scheduler,
+    DiffusionModel,
     num_transfer_tokens,
     propose,
-    register,
     select_quota,
 )
+from dllm_eval.schedulers.blocks import BlockRunner
+from dllm_eval.schedulers.registry import Scheduler, register
 
 CONFIDENCE_EOS_EOT_MODES = ("off", "shipped", "fixed")
 
@@ -63,10 +63,12 @@ class LLaDAParams(CommonParams):
 @register("llada", "LLaDA's original semi-autoregressive low-confidence remasking sampler")
 class LLaDASampler(Scheduler):
     Params = LLaDAParams
-    params: LLaDAParams
 
-    def decode(self, model: LLaDAModelLM, state: DecodeState, generator: torch.Generator | None) -> None:
-        p = self.params
+    def cache_mode(self) -> str:
+        return "none"  # every step is a full-canvas forward
+
+    def decode(self, run: BlockRunner) -> None:
+        p, model, state, generator = self.params, run.model, run.state, run.generator
         steps_per_block = p.total_steps // p.num_blocks
         eot_id = _eot_id(model)
         for block, start, end in state.blocks(p.block_length):
@@ -83,9 +85,9 @@ class LLaDASampler(Scheduler):
                                    **p.propose_kwargs())
                 state.commit(start, select_quota(proposal.confidence, quota[:, i]), proposal, block)
                 if p.stop_at_eos:
-                    self._fill(state)
+                    state.fill_eos()
 
-    def _logits(self, model: LLaDAModelLM, state: DecodeState, start: int, end: int) -> torch.Tensor:
+    def _logits(self, model: DiffusionModel, state: DecodeState, start: int, end: int) -> torch.Tensor:
         if self.params.cfg_scale == 0:
             return state.logits_full(model, start, end)
         # Classifier-free guidance: the unconditional copy masks the prompt (and its padding).
@@ -97,16 +99,10 @@ class LLaDASampler(Scheduler):
         cond, un = logits.chunk(2)
         return un + (self.params.cfg_scale + 1) * (cond - un)
 
-    @staticmethod
-    def _fill(state: DecodeState) -> None:
-        filled = state.fill_after_eos()
-        for row in filled.nonzero().flatten().tolist():
-            state.trace.event(row, "eos_fill", positions=int(filled[row]))
 
-
-def _eot_id(model: LLaDAModelLM) -> int | None:
+def _eot_id(model: DiffusionModel) -> int | None:
     """EOT's id: from config (`eot_token_id`, our checkpoints) or LLaDA-8B's 126348."""
-    eot = model.config.extra.get("eot_token_id")
+    eot = getattr(model.config, "extra", {}).get("eot_token_id")
     if eot is not None:
         return int(eot)
-    return 126348 if model.config.padded_vocab > 126348 else None
+    return 126348 if getattr(model.config, "padded_vocab", 0) > 126348 else None

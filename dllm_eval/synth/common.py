@@ -87,15 +87,6 @@ def as_dataset_dict(splits: dict[str, list[Doc]]):
     return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()})
 
 
-def cut_until(text: str, until: tuple[str, ...]) -> str:
-    """The text before the first stop string (what lm-eval's `until` keeps of a generation)."""
-    for stop in until:
-        idx = text.find(stop)
-        if idx >= 0:
-            text = text[:idx]
-    return text
-
-
 def tier_metrics(name: str, value: float, tier: int) -> dict[str, float]:
     """The overall metric plus its per-tier copy (`<name>_tier<k>`), so lm-eval's table shows tiers.
 

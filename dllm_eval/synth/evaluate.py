@@ -14,6 +14,7 @@ and checked against lm-eval in tests/test_synth.py; code: the sandbox's `check_a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -22,11 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dllm_eval import defaults
 from dllm_eval.synth import synth_code, synth_math
-from dllm_eval.synth.common import cut_until
 
 TASKS = {"synth_math": synth_math, "synth_code": synth_code}
-BLOCK_LENGTH = 32
+BLOCK_LENGTH = defaults.BLOCK_LENGTH
 
 # The default sweep of issue 3: LLaDA at one token per step, Fast-dLLM dual cache at 4 thresholds.
 DEFAULT_CONFIGS = (
@@ -55,58 +56,58 @@ def exact_match(prediction: str, reference: str) -> bool:
 
 
 def parse_config(spec: str, gen_length: int) -> tuple[str, dict[str, Any]]:
-    """'name:key=value,key=value' -> (name, params). `llada` defaults to one token per step."""
-    from dllm_eval.schedulers import SCHEDULERS, param_fields
-    from dllm_eval.schedulers.base import coerce
+    """'name:key=value,key=value' -> (name, params) at the synth block length; `llada` defaults
+    to one token per step. Values stay text here and are typed by `get_scheduler`."""
+    from dllm_eval.settings import parse_spec
 
-    name, _, rest = spec.partition(":")
+    name, settings = parse_spec(spec)
     params: dict[str, Any] = {"gen_length": gen_length, "block_length": BLOCK_LENGTH}
     if name == "llada":
         params["steps"] = gen_length
-    defaults = param_fields(name) if name in SCHEDULERS else {}  # unknown names fail in get_scheduler
-    for item in filter(None, rest.split(",")):
-        key, _, raw = item.partition("=")
-        params[key] = coerce(raw, defaults.get(key), key)  # typed like the scheduler's own default
-    return name, params
+    return name, {**params, **settings}
 
 
-def evaluate(model, tokenizer, task: str, docs: list[dict], spec: str, batch_size: int) -> dict[str, Any]:
-    """Decode every doc with one scheduler config; accuracy per tier, NFE and throughput."""
-
+def decode_docs(front: Any, task: str, docs: list[dict], spec: str, batch_size: int) -> dict[str, Any]:
+    """Decode every doc with one scheduler config, longest prompts first (as lm-eval's Collator);
+    per-document text, tokens and NFE in document order, plus the decode wall time."""
     from dllm_eval.schedulers import get_scheduler
-    from dllm_eval.schedulers.base import left_pad
 
     module = TASKS[task]
     name, params = parse_config(spec, module.GEN_LENGTH)
     sched = get_scheduler(name, **params)
-    eos = model.config.eos_token_id
-    texts, nfes, gen_tokens, wall = [], [], 0, 0.0
-    order = sorted(range(len(docs)), key=lambda i: -len(module.doc_to_text(docs[i])))  # as lm-eval's Collator
-    out_text: dict[int, str] = {}
-    out_nfe: dict[int, int] = {}
+    order = sorted(range(len(docs)), key=lambda i: -len(module.doc_to_text(docs[i])))
+    texts, tokens, nfe, gen_tokens = [""] * len(docs), [[]] * len(docs), [0] * len(docs), [0] * len(docs)
+    wall = 0.0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        ids = [tokenizer(module.doc_to_text(docs[i]), add_special_tokens=False)["input_ids"] for i in idx]
-        input_ids, mask = left_pad(ids, eos)
-        out = sched.generate(model, input_ids, attention_mask=mask)
-        wall += out.wall_s
+        decoded = front.generate([module.doc_to_text(docs[i]) for i in idx], sched, module.UNTIL)
+        wall += decoded.output.wall_s
         for row, i in enumerate(idx):
-            toks = out.tokens[row].tolist()
-            gen_tokens += sum(1 for t in toks if t != eos)
-            raw = tokenizer.decode(toks, skip_special_tokens=False)
-            raw = cut_until(raw, (*module.UNTIL, tokenizer.eos_token))
-            out_text[i] = tokenizer.decode(tokenizer(raw, add_special_tokens=False)["input_ids"], skip_special_tokens=True)
-            out_nfe[i] = int(out.traces[row]["nfe"])
-    texts = [out_text[i] for i in range(len(docs))]
-    nfes = [out_nfe[i] for i in range(len(docs))]
-    if task == "synth_math":
-        ok = [exact_match(strict_match(t), d["answer"]) for d, t in zip(docs, texts)]
-    else:
-        from dllm_eval.scoring import CodeJob, run_many
+            texts[i], tokens[i] = decoded.texts[row], decoded.tokens[row]
+            nfe[i] = int(decoded.output.traces[row]["nfe"])
+            gen_tokens[i] = sum(1 for t in decoded.tokens[row] if t != front.eos_id)
+    return {"params": sched.params, "texts": texts, "tokens": tokens, "nfe": nfe, "gen_tokens": gen_tokens,
+            "wall_s": wall}
 
-        jobs = [CodeJob(synth_code.extract_program(t), list(d["test_list"]), timeout=synth_code.EXEC_TIMEOUT)
-                for d, t in zip(docs, texts)]
-        ok = [r.passed for r in run_many(jobs)]
+
+def score_docs(task: str, docs: list[dict], texts: list[str]) -> list[bool]:
+    """The task's verdict per document: gsm8k's strict match for math, the sandboxed asserts for code."""
+    if task == "synth_math":
+        return [exact_match(strict_match(t), d["answer"]) for d, t in zip(docs, texts)]
+    from dllm_eval.scoring import CodeJob, run_many
+
+    jobs = [CodeJob(synth_code.extract_program(t), list(d["test_list"]), timeout=synth_code.EXEC_TIMEOUT)
+            for d, t in zip(docs, texts)]
+    return [r.passed for r in run_many(jobs)]
+
+
+def evaluate(front: Any, task: str, docs: list[dict], spec: str, batch_size: int) -> dict[str, Any]:
+    """Decode and score every doc with one scheduler config; accuracy per tier, NFE and throughput."""
+    module = TASKS[task]
+    run = decode_docs(front, task, docs, spec, batch_size)
+    texts, nfes, wall = run["texts"], run["nfe"], run["wall_s"]
+    ok = score_docs(task, docs, texts)
+    params = dataclasses.asdict(run["params"])
     tiers = sorted({int(d["tier"]) for d in docs})
     per_tier = {}
     for t in tiers:
@@ -117,7 +118,7 @@ def evaluate(model, tokenizer, task: str, docs: list[dict], spec: str, batch_siz
         "task": task, "config": spec, "params": params, "n": len(docs), "batch_size": batch_size,
         "acc": sum(ok) / len(ok), "nfe": sum(nfes) / len(nfes), "tiers": per_tier,
         "wall_s": round(wall, 2), "canvas_tokens_per_s": round(len(docs) * module.GEN_LENGTH / wall, 1),
-        "non_eos_tokens_per_s": round(gen_tokens / wall, 1),
+        "non_eos_tokens_per_s": round(sum(run["gen_tokens"]) / wall, 1),
         "correct": [bool(x) for x in ok], "responses": texts,
     }
 
@@ -172,12 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from dllm_eval.models.llada import load_llada
-    from dllm_eval.models.tokenizer import load_tokenizer
+    from dllm_eval.frontend import load_front_end
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    model = load_llada(args.model, device=args.device, dtype=dtype)
-    tokenizer = load_tokenizer(args.model)
+    front = load_front_end(args.model, device=args.device, dtype=dtype, chat=False)
+    model = front.model
     results: list[dict[str, Any]] = []
     meta = {"model": str(args.model), "device": args.device, "dtype": str(model.dtype), "torch": torch.__version__,
             "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         docs = TASKS[task].test_docs()[:args.limit]
         for spec in args.config or DEFAULT_CONFIGS:
             t0 = time.perf_counter()
-            res = evaluate(model, tokenizer, task, docs, spec, args.batch_size)
+            res = evaluate(front, task, docs, spec, args.batch_size)
             res["elapsed_s"] = round(time.perf_counter() - t0, 1)
             results.append(res)
             tiers = " ".join(f"t{k}={v['acc']:.3f}/{v['nfe']:.1f}" for k, v in res["tiers"].items())
