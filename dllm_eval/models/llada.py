@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dllm_eval.errors import UserError
+from dllm_eval.models.cache import KVCache, LayerKV
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -274,96 +275,6 @@ class _Transformer(nn.Module):
                 "ff_out": nn.Linear(config.d_model, config.padded_vocab, bias=False),
             }
         )
-
-
-# --------------------------------------------------------------------------------------------
-# KV cache
-# --------------------------------------------------------------------------------------------
-
-
-LayerKV = Any  # a callable (k_window, v_window) -> (k_all, v_all); see KVCache.layer_view
-
-
-class KVCache:
-    """Keys (already RoPE-rotated at their canvas positions) and values of every layer for a whole canvas of length L.
-
-    The cache is a plain object the scheduler owns; the model never mutates it on its own.
-    Each forward call says, through `attend`, which keys the window's queries see:
-
-    - ``"window"``: only the window itself (a plain full forward when the window is the canvas);
-    - ``"prefix"``: cached positions ``[0, window_start)`` followed by the window
-      (Fast-dLLM's prefix cache: the window is the active block plus everything after it);
-    - ``"cache"``: the whole cached canvas with the window's positions replaced by fresh KV
-      (Fast-dLLM's dual cache).
-
-    and, through `write`, whether the window's fresh KV is stored back. Storing the KV of an
-    arbitrary set of positions is how partial ("tiered") refreshes are done: run those
-    positions as a window with ``attend="cache", write=True``.
-
-    `stamp[b, p]` records the step counter at which position p's KV was last written, so a
-    scheduler (and its tests) can state exactly how stale any cached entry is.
-    """
-
-    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, length: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device) -> None:
-        shape = (batch, n_kv_heads, length, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
-        self.stamp = torch.full((batch, length), -1, dtype=torch.long, device=device)
-        self.clock = 0
-        self.length = length
-
-    @classmethod
-    def for_model(cls, model: LLaDAModelLM, batch: int, length: int) -> KVCache:
-        c = model.config
-        return cls(c.n_layers, batch, c.effective_n_kv_heads, length, c.head_dim, model.dtype, model.device)
-
-    def layer_view(self, layer: int, positions: Tensor, attend: str, write: bool) -> LayerKV:
-        keys, values = self.keys[layer], self.values[layer]
-        window_start = int(positions[0])
-
-        def merge(k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-            if write:
-                keys.index_copy_(2, positions, k)
-                values.index_copy_(2, positions, v)
-            if attend == "window":
-                return k, v
-            if attend == "prefix":
-                return (torch.cat((keys[:, :, :window_start], k), dim=2),
-                        torch.cat((values[:, :, :window_start], v), dim=2))
-            if write:  # the cache already holds the fresh window
-                return keys, values
-            return keys.index_copy(2, positions, k), values.index_copy(2, positions, v)
-
-        return merge
-
-    def select_rows(self, rows: Tensor) -> KVCache:
-        """A copy holding only `rows` (for stepping a subset of a batch whose rows diverged)."""
-        sub = object.__new__(KVCache)
-        sub.keys = [k.index_select(0, rows) for k in self.keys]
-        sub.values = [v.index_select(0, rows) for v in self.values]
-        sub.stamp = self.stamp.index_select(0, rows)
-        sub.clock, sub.length = self.clock, self.length
-        return sub
-
-    def scatter_rows(self, rows: Tensor, sub: KVCache, positions: Tensor | None = None) -> None:
-        """Write back a `select_rows` copy after it was stepped; `positions`: only those canvas
-        positions were written (e.g. a dual-cache block step), so only they are copied back."""
-        if positions is None:
-            for full, part in zip(self.keys + self.values, sub.keys + sub.values):
-                full.index_copy_(0, rows, part)
-            self.stamp.index_copy_(0, rows, sub.stamp)
-            return
-        for full, part in zip(self.keys + self.values, sub.keys + sub.values):
-            full[rows[:, None], :, positions[None, :]] = part[:, :, positions].transpose(1, 2)
-        self.stamp[rows[:, None], positions[None, :]] = sub.stamp[:, positions]
-
-    def mark_written(self, positions: Tensor) -> None:
-        self.stamp[:, positions] = self.clock
-
-    def tick(self) -> int:
-        self.clock += 1
-        return self.clock
 
 
 # --------------------------------------------------------------------------------------------
