@@ -367,17 +367,18 @@ class DreamModel(nn.Module):
         # state at position window[j] - 1 (position 0: its own). Positions not in the window are
         # run as extra read-only queries ("exact"); "fastdllm" shifts within the window.
         pos_list = window.tolist()
-        extra: list[int] = []
-        if align == "exact":
+        first = pos_list[0]
+        if align == "fastdllm" or (first == 0 and pos_list[-1] == width - 1):  # in-window shift
+            extra, source = [], [0, *range(width - 1)]
+        elif pos_list[-1] - first == width - 1:  # a contiguous window: one extra query, at first - 1
+            extra, source = [first - 1], list(range(width))
+        else:  # any increasing window: an extra query before every slot whose predecessor is absent
             present = set(pos_list)
             extra = sorted({p - 1 for p in pos_list if p > 0 and p - 1 not in present})
-        n_extra = len(extra)
-        row_of = {p: n_extra + j for j, p in enumerate(pos_list)}
-        row_of.update({p: j for j, p in enumerate(extra)})
-        if align == "exact":
+            row_of = {p: len(extra) + j for j, p in enumerate(pos_list)}
+            row_of.update({p: j for j, p in enumerate(extra)})
             source = [row_of[p - 1] if p > 0 else row_of[p] for p in pos_list]
-        else:
-            source = [n_extra + max(j - 1, 0) for j in range(width)]
+        n_extra = len(extra)
 
         ids = input_ids
         if n_extra:
