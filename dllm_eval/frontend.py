@@ -124,13 +124,14 @@ def load_front_end(pretrained: str | Path, device: str | torch.device = "cpu", d
                    chat: str | bool = "auto", max_length: int | None = None) -> FrontEnd:
     """Load a checkpoint (directory or hub id) and its tokenizer; `chat="auto"` applies the chat
     template when the name looks like an instruct model and the tokenizer has one."""
-    from dllm_eval.models.llada import load_llada, resolve_checkpoint
+    from dllm_eval.models.llada import resolve_checkpoint
+    from dllm_eval.models.registry import load_model
     from dllm_eval.models.tokenizer import load_tokenizer
 
     path = resolve_checkpoint(pretrained)
+    model = load_model(path, device=device, dtype=dtype)  # the family comes from config.json
     tokenizer = load_tokenizer(path)
     tokenizer.padding_side = "left"
-    model = load_llada(path, device=device, dtype=dtype)
     wants_chat = is_instruct_name(str(pretrained)) if chat == "auto" else chat in (True, "true")
     use_chat = wants_chat and bool(getattr(tokenizer, "chat_template", None))
     return FrontEnd(model, tokenizer, use_chat=use_chat, max_length=max_length)

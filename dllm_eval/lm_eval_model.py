@@ -98,7 +98,8 @@ class DiffusionLM(LM):
         self.scheduler_name = scheduler
         self.scheduler_args = {k: coerce(v, valid[k], k) for k, v in scheduler_args.items()}
         self.fixed_gen_length = self.scheduler_args.get("gen_length")
-        self.block_length = int(self.scheduler_args.get("block_length", valid["block_length"]))
+        # the unit gen_length is rounded up to; schedulers without blocks (dream) take max_gen_toks as is
+        self.block_length = int(self.scheduler_args.get("block_length", valid["block_length"]) or 1)
         # Build once with a representative gen_length so invalid combinations fail now.
         probe_len = self.fixed_gen_length or self.block_length * max(1, math.ceil(defaults.MAX_GEN_TOKS / self.block_length))
         get_scheduler(scheduler, **{**self.scheduler_args, "gen_length": probe_len})
@@ -322,6 +323,12 @@ class DiffusionLM(LM):
         return -sum(losses) / len(losses)
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        from dllm_eval.models.registry import family_of
+
+        if family_of(self.model).name != "llada":
+            raise UserError(f"dllm_adaptive: log-likelihood (multiple-choice) requests are implemented for LLaDA only "
+                            f"(LLaDA's Monte-Carlo estimate); {family_of(self.model).name} checkpoints need their own "
+                            "estimator, so use generate_until tasks with this model")
         out = []
         for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="dllm_adaptive loglikelihood"):
             prefix, target = self._encode_pair(*req.args)

@@ -9,6 +9,8 @@ A scheduler talks to any model family only through:
   ``n_layers`` / ``effective_n_kv_heads`` / ``head_dim`` (the cache layout), ``model.dtype``,
   ``model.device``;
 - `KVCache`, below, which the scheduler owns and the model reads and writes when told to.
+
+A third family is one model file implementing that forward plus one line in `models.registry`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-
-# --------------------------------------------------------------------------------------------
-
 
 LayerKV = Any  # a callable (k_window, v_window) -> (k_all, v_all); see KVCache.layer_view
 
@@ -42,6 +41,11 @@ class KVCache:
 
     `stamp[b, p]` records the step counter at which position p's KV was last written, so a
     scheduler (and its tests) can state exactly how stale any cached entry is.
+
+    `tokens[b, p]` is the token whose KV was last written at p (-1 before any write), for
+    models that must re-run a position they are not given (Dream's exactly aligned window
+    forward needs the token just before the window; see `dllm_eval.models.dream`). Models that
+    do not need it may leave it unwritten.
     """
 
     def __init__(self, n_layers: int, batch: int, n_kv_heads: int, length: int, head_dim: int,
@@ -50,12 +54,12 @@ class KVCache:
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.stamp = torch.full((batch, length), -1, dtype=torch.long, device=device)
+        self.tokens = torch.full((batch, length), -1, dtype=torch.long, device=device)
         self.clock = 0
         self.length = length
 
     @classmethod
-    def for_model(cls, model, batch: int, length: int) -> KVCache:
-        """A cache for `model` (any family: its config gives n_layers, effective_n_kv_heads, head_dim)."""
+    def for_model(cls, model: Any, batch: int, length: int) -> KVCache:
         c = model.config
         return cls(c.n_layers, batch, c.effective_n_kv_heads, length, c.head_dim, model.dtype, model.device)
 
@@ -84,6 +88,7 @@ class KVCache:
         sub.keys = [k.index_select(0, rows) for k in self.keys]
         sub.values = [v.index_select(0, rows) for v in self.values]
         sub.stamp = self.stamp.index_select(0, rows)
+        sub.tokens = self.tokens.index_select(0, rows)
         sub.clock, sub.length = self.clock, self.length
         return sub
 
@@ -94,14 +99,22 @@ class KVCache:
             for full, part in zip(self.keys + self.values, sub.keys + sub.values):
                 full.index_copy_(0, rows, part)
             self.stamp.index_copy_(0, rows, sub.stamp)
+            self.tokens.index_copy_(0, rows, sub.tokens)
             return
         for full, part in zip(self.keys + self.values, sub.keys + sub.values):
             full[rows[:, None], :, positions[None, :]] = part[:, :, positions].transpose(1, 2)
         self.stamp[rows[:, None], positions[None, :]] = sub.stamp[:, positions]
+        self.tokens[rows[:, None], positions[None, :]] = sub.tokens[:, positions]
 
-    def mark_written(self, positions: Tensor) -> None:
+    def mark_written(self, positions: Tensor, tokens: Tensor | None = None) -> None:
+        """Stamp `positions` with the current clock; `tokens` [B, len(positions)]: what was written."""
         self.stamp[:, positions] = self.clock
+        if tokens is not None:
+            self.tokens[:, positions] = tokens
 
     def tick(self) -> int:
         self.clock += 1
         return self.clock
+
+
+__all__ = ["KVCache", "LayerKV"]

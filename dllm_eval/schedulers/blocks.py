@@ -96,9 +96,19 @@ class BlockRunner:
         self.cache = None if cache == "none" else KVCache.for_model(model, state.batch, state.length)
         self.stats = CacheStats(state)
         self.generator = generator
-        self.propose_kwargs = propose_kwargs or {}
+        self.propose_kwargs = dict(propose_kwargs or {})
         self.stop_at_eos = stop_at_eos
-        self.model_kwargs = model_kwargs or {}
+        self.model_kwargs = dict(model_kwargs or {})
+
+    @property
+    def family(self) -> str | None:
+        """The model family's name ("llada", "dream"), or None for a model of no registered family."""
+        from dllm_eval.models.registry import family_of
+
+        try:
+            return family_of(self.model).name
+        except ValueError:
+            return None
 
     def forward(self, active: Tensor, start: int, end: int, first: bool, window: Tensor | None = None) -> Tensor:
         """Logits of [start, end) for the `active` rows ([B] bool), counted in the trace.

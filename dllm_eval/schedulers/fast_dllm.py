@@ -26,6 +26,15 @@ NFE convention (`block_check`):
 - "top": the check sits at the top (Fast-dLLM from commit cb3a757): same tokens, up to one
   forward fewer per block.
 The confidence softmax is float64 by default, as in Fast-dLLM.
+
+On Dream (`rules="auto"` picks by model family; `rules="dream"|"llada"` forces one), Fast-dLLM's
+Dream path (`dream/model/generation_utils_block.py`) differs in three ways, kept for parity:
+each block's full forward commits the block's *first slot* (its argmax) whatever its
+confidence; confidences are softmaxed in the model's dtype; and the cached calls apply Dream's
+one-position shift inside the window they feed (`align="fastdllm"`), so the window's first slot
+scores itself -- harmless there, because that slot was committed by the full forward.
+`align="exact"` feeds truly aligned logits instead. That path has threshold decoding only
+(its other `alg`s become an entropy sampler: use the `dream` scheduler for those).
 """
 
 from __future__ import annotations
@@ -55,9 +64,15 @@ class FastDLLMParams(CommonParams):
     threshold: float | None = 0.9
     factor: float | None = None
     block_check: str = "june"
+    rules: str = "auto"  # auto | llada | dream (Fast-dLLM's LLaDA or Dream code path)
+    align: str = "auto"  # Dream only: fastdllm (Fast-dLLM's in-window shift) | exact | auto (fastdllm on the Dream path)
 
     def validate(self) -> None:
         super().validate()
+        if self.rules not in ("auto", "llada", "dream"):
+            raise UserError(f"rules must be auto, llada or dream, got {self.rules!r}")
+        if self.align not in ("auto", "fastdllm", "exact"):
+            raise UserError(f"align must be auto, fastdllm or exact, got {self.align!r}")
         if self.cache not in CACHE_MODES:
             raise UserError(f"cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
         steps = self.total_steps
@@ -86,18 +101,33 @@ class FastDLLM(Scheduler):
     def cache_mode(self) -> str:
         return self.params.cache
 
-    def decode(self, run: BlockRunner) -> None:
-        p, state = self.params, run.state
+    def decode(self, runner: BlockRunner) -> None:
+        p, state = self.params, runner.state
+        dream = (runner.family == "dream") if p.rules == "auto" else p.rules == "dream"
+        if dream:
+            if p.rule != "threshold":
+                raise UserError("Fast-dLLM's Dream path decodes by threshold only; set threshold=, or use "
+                                "scheduler=dream for Dream's own samplers")
+            runner.propose_kwargs["softmax_dtype"] = "model"
+        if runner.family == "dream":  # auto: Fast-dLLM's in-window shift on its own path only
+            runner.model_kwargs["align"] = "fastdllm" if p.align == "fastdllm" or (dream and p.align == "auto") else "exact"
         steps_per_block = p.total_steps // p.num_blocks
         for block, start, end in state.blocks(p.block_length):
             if p.stop_at_eos and not bool(state.incomplete(start, end).any()):
                 continue  # already all EOS: nothing to decode
             quota = num_transfer_tokens(state.masked(start, end), steps_per_block)
-            run.run(block, start, end, partial(self.select, quota=quota), extra_step=p.block_check == "june")
+            runner.run(block, start, end, partial(self.select, quota=quota, first_slot=dream),
+                       extra_step=p.block_check == "june")
 
-    def select(self, proposal: Proposal, masked: torch.Tensor, step: int, quota: torch.Tensor) -> torch.Tensor:
-        """Which proposals to commit: the factor rule, the threshold rule, or the quota schedule."""
+    def select(self, proposal: Proposal, masked: torch.Tensor, step: int, quota: torch.Tensor,
+               first_slot: bool) -> torch.Tensor:
+        """Which proposals to commit: the factor rule, the threshold rule, or the quota schedule
+        (on Fast-dLLM's Dream path, the full forward commits just the block's first slot)."""
         p = self.params
+        if first_slot and step == 0:
+            transfer = torch.zeros_like(masked)
+            transfer[:, 0] = masked[:, 0]
+            return transfer
         if p.rule == "factor":
             return select_factor(proposal.confidence, masked, p.factor)
         if p.rule == "threshold":

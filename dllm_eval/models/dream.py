@@ -1,0 +1,608 @@
+"""Dream (Dream-org/Dream-v0-{Base,Instruct}-7B) in plain PyTorch, with the shared explicit KV cache.
+
+One file, read top to bottom: config -> rotary embedding -> RMSNorm -> decoder layer -> model
+(with the logit shift) -> loading and saving. Dream is a Qwen2.5 network trained as a mask
+predictor: module names and config fields are exactly those of the hub checkpoint
+(`model.layers.N.self_attn.q_proj.weight`, `num_hidden_layers`, ...), so `load_state_dict` takes
+the hub safetensors shards unchanged and no `trust_remote_code` is needed.
+
+Numerics follow Dream's remote code (Qwen2's):
+- RMSNorm in fp32, cast back to the input dtype, then scaled by the weight;
+- RoPE cos/sin computed in fp32 from `rope_theta` (1e6 for Dream-7B) and cast to the model
+  dtype; the rotation itself runs in the model dtype (unlike LLaDA's fp32 rotation);
+- q/k/v projections have biases, o_proj and the MLP have none; grouped-query attention;
+- MLP `down_proj(silu(gate_proj(x)) * up_proj(x))`; untied `lm_head`;
+- attention is bidirectional.
+
+**The logit shift.** Dream kept Qwen's next-token head: the logit that scores position i is
+computed from the hidden state at i-1 (position 0 uses its own). Dream's code applies
+`cat([logits[:, :1], logits[:, :-1]])` to the output; here the same shift is applied to the
+hidden states inside `forward`, so that callers always get logits[:, i] scoring window slot i,
+as for LLaDA. Nothing outside this file knows about the shift. For a window of the canvas
+(cached decoding) there are two conventions, chosen by `align`:
+
+- ``"exact"`` (default): every slot is scored from the hidden state of the position just
+  before it. When that position is not in the window (the window's first slot, or any slot of
+  a non-contiguous window), it is run as an extra *read-only query*: its token is taken from
+  the cache's token record, it attends to exactly the keys the window attends to, and its own
+  fresh K/V is neither attended to nor written (the cache keeps what it had at that position).
+  Window logits then equal the full forward's at the same positions.
+- ``"fastdllm"``: Fast-dLLM's Dream cache path (`generation_utils_block.py`) applies the shift
+  *inside the window it feeds*, so the window's first slot is scored from its own hidden state
+  and slot j from slot j-1. Reproduced for parity with published numbers.
+
+For a full forward (the window is the whole canvas) both are the same.
+
+Differences from Dream's code that are deliberate:
+- a key-padding mask (pad *queries* still attend to real keys, so no row is all-masked) and
+  per-row RoPE positions counting real tokens only, so a left-padded batch decodes exactly like
+  its rows one by one (Fast-dLLM's Dream modeling ignores the position ids it is given);
+- keys are cached *rotated* (Fast-dLLM's Dream code caches them before RoPE and rotates the
+  whole cache at every call): a position's rotation is the same computation either way, so the
+  values are identical and each call rotates only its window.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dllm_eval.errors import UserError
+from dllm_eval.models.cache import KVCache, LayerKV
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+# Dream-org/Dream-v0-Instruct-7B config.json (survey A.3: the Qwen2.5-7B geometry, Dream's ids).
+DREAM_7B_CONFIG: dict[str, Any] = {
+    "architectures": ["DreamModel"],
+    "attention_dropout": 0.0,
+    "auto_map": {
+        "AutoConfig": "configuration_dream.DreamConfig",
+        "AutoModel": "modeling_dream.DreamModel",
+    },
+    "bos_token_id": 151643,
+    "eos_token_id": 151643,
+    "hidden_act": "silu",
+    "hidden_size": 3584,
+    "initializer_range": 0.02,
+    "intermediate_size": 18944,
+    "mask_token_id": 151666,
+    "max_position_embeddings": 131072,
+    "max_window_layers": 28,
+    "model_type": "Dream",
+    "num_attention_heads": 28,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 4,
+    "pad_token_id": 151643,
+    "rms_norm_eps": 1e-06,
+    "rope_scaling": None,
+    "rope_theta": 1000000.0,
+    "sliding_window": None,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.46.2",
+    "use_cache": False,
+    "use_sliding_window": False,
+    "vocab_size": 152064,
+}
+
+# generation_config.json as the hub ships it (survey A.1); ids are replaced by the config's.
+DREAM_GENERATION_CONFIG: dict[str, Any] = {
+    "alg": "origin",
+    "alg_temp": None,
+    "bos_token_id": 151643,
+    "eos_token_id": 151643,
+    "eps": 0.001,
+    "mask_token_id": None,
+    "pad_token_id": 151643,
+    "steps": 512,
+    "temperature": 0.0,
+    "top_k": None,
+    "top_p": None,
+    "transformers_version": "4.46.2",
+}
+
+ALIGNS = ("exact", "fastdllm")
+
+
+@dataclass
+class DreamConfig:
+    """The config.json fields the forward pass reads, under the checkpoint's own names; every
+    other field is kept in `extra` (so a config we save is loadable by Dream's remote code).
+
+    The properties (`n_layers`, `effective_n_kv_heads`, `head_dim`, ...) are the names the
+    schedulers and `KVCache.for_model` use for every model family.
+    """
+
+    hidden_size: int = 3584
+    intermediate_size: int = 18944
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 28
+    num_key_value_heads: int | None = 4
+    vocab_size: int = 152064
+    max_position_embeddings: int = 131072
+    rope_theta: float = 1000000.0
+    rope_scaling: dict[str, Any] | None = None
+    rms_norm_eps: float = 1e-6
+    hidden_act: str = "silu"
+    tie_word_embeddings: bool = False
+    use_sliding_window: bool = False
+    mask_token_id: int = 151666
+    pad_token_id: int = 151643
+    bos_token_id: int | None = 151643
+    eos_token_id: int = 151643
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- the family-independent names ---------------------------------------------------------
+    @property
+    def max_sequence_length(self) -> int:
+        return self.max_position_embeddings
+
+    @property
+    def n_layers(self) -> int:
+        return self.num_hidden_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.num_attention_heads
+
+    @property
+    def effective_n_kv_heads(self) -> int:
+        return self.num_key_value_heads if self.num_key_value_heads is not None else self.num_attention_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def d_model(self) -> int:
+        return self.hidden_size
+
+    @property
+    def padded_vocab(self) -> int:
+        return self.vocab_size
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DreamConfig:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        config = cls(**{k: v for k, v in raw.items() if k in known})
+        config.extra = {k: v for k, v in raw.items() if k not in known}
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        out.update({k: v for k, v in asdict(self).items() if k != "extra"})
+        return dict(sorted(out.items()))
+
+    def validate(self) -> None:
+        """Reject checkpoints whose architecture this file does not implement, with a clear reason."""
+        problems = []
+        if self.hidden_act != "silu":
+            problems.append(f"hidden_act={self.hidden_act!r} (only 'silu' is implemented)")
+        if self.rope_scaling is not None:
+            problems.append(f"rope_scaling={self.rope_scaling!r} (only plain RoPE is implemented)")
+        if self.use_sliding_window:
+            problems.append("use_sliding_window=true (Dream attends to the whole canvas)")
+        if self.tie_word_embeddings:
+            problems.append("tie_word_embeddings=true (Dream's lm_head is untied)")
+        if self.hidden_size % self.num_attention_heads:
+            problems.append(f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}")
+        elif self.head_dim % 2:
+            problems.append(f"head dim {self.head_dim} must be even for rotary embeddings")
+        if self.num_attention_heads % self.effective_n_kv_heads:
+            problems.append("num_attention_heads must be a multiple of num_key_value_heads")
+        if problems:
+            raise UserError("unsupported Dream config: " + "; ".join(problems))
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------------
+
+
+def rope_cos_sin(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos/sin of shape [B, 1, T, head_dim] for integer positions [B, T]: computed in fp32 and
+    cast to the model dtype, as Qwen2's rotary embedding returns them."""
+    exponent = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.int64).float() / head_dim
+    inv_freq = 1.0 / (theta ** exponent)
+    freqs = positions.to(torch.float32)[..., None] * inv_freq  # [B, T, hd/2]
+    angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, hd]
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rope(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Half-rotation RoPE in t's dtype (Qwen2's `apply_rotary_pos_emb`)."""
+    half = t.shape[-1] // 2
+    rotated = torch.cat((-t[..., half:], t[..., :half]), dim=-1)
+    return t * cos + rotated * sin
+
+
+class DreamRMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.variance_epsilon = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * normed.to(x.dtype)
+
+
+class DreamAttention(nn.Module):
+    def __init__(self, config: DreamConfig) -> None:
+        super().__init__()
+        d, hd = config.hidden_size, config.head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.effective_n_kv_heads, hd
+        self.q_proj = nn.Linear(d, self.n_heads * hd, bias=True)
+        self.k_proj = nn.Linear(d, self.n_kv_heads * hd, bias=True)
+        self.v_proj = nn.Linear(d, self.n_kv_heads * hd, bias=True)
+        self.o_proj = nn.Linear(self.n_heads * hd, d, bias=False)
+
+    def forward(self, h: Tensor, cos_sin: tuple[Tensor, Tensor], attn_mask: Tensor | None,
+                kv: LayerKV | None, n_extra: int) -> Tensor:
+        """`h` holds `n_extra` read-only query rows first, then the window's rows; only the
+        window's keys and values are seen by the attention and by the cache."""
+        bsz, t, _ = h.shape
+        q = self.q_proj(h).view(bsz, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(h).view(bsz, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(h).view(bsz, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = apply_rope(q, *cos_sin)
+        k = apply_rope(k, *cos_sin)  # rotated once, at its own position, before caching
+        k, v = k[:, :, n_extra:], v[:, :, n_extra:]
+        if kv is not None:  # the cache decides which keys this window attends to
+            k, v = kv(k, v)
+        if self.n_kv_heads != self.n_heads:
+            rep = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
+        return self.o_proj(att.transpose(1, 2).reshape(bsz, t, -1))
+
+
+class DreamMLP(nn.Module):
+    def __init__(self, config: DreamConfig) -> None:
+        super().__init__()
+        d, f = config.hidden_size, config.intermediate_size
+        self.gate_proj = nn.Linear(d, f, bias=False)
+        self.up_proj = nn.Linear(d, f, bias=False)
+        self.down_proj = nn.Linear(f, d, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DreamDecoderLayer(nn.Module):
+    """One Qwen2 decoder layer. Attribute names are the checkpoint's weight names."""
+
+    def __init__(self, config: DreamConfig) -> None:
+        super().__init__()
+        self.self_attn = DreamAttention(config)
+        self.mlp = DreamMLP(config)
+        self.input_layernorm = DreamRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = DreamRMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x: Tensor, cos_sin: tuple[Tensor, Tensor], attn_mask: Tensor | None,
+                kv: LayerKV | None, n_extra: int) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos_sin, attn_mask, kv, n_extra)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class DreamBaseModel(nn.Module):
+    def __init__(self, config: DreamConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DreamDecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = DreamRMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+class DreamModel(nn.Module):
+    """Dream mask predictor. `forward` returns logits for a window of the canvas, aligned so that
+    logits[:, i] scores the token at window slot i (the shift is applied here).
+
+    Args of `forward`:
+        input_ids: [B, W] tokens of the window.
+        window: positions of the window in the canvas, a 1-D increasing LongTensor; defaults to
+            ``arange(W)`` (the window is the whole canvas). Other windows need a cache.
+        attention_mask: [B, L] 1 for real tokens, 0 for left padding, over the whole canvas
+            (or the window, when there is no cache). None means no padding.
+        cache, attend, write: see `KVCache`. A write also records the window's tokens in
+            `cache.tokens` (``align="exact"`` reads the token before the window from there).
+        logits_positions: optional slice of the window for which to compute logits.
+        align: ``"exact"`` or ``"fastdllm"``; see the module docstring.
+    """
+
+    def __init__(self, config: DreamConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = DreamBaseModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embed_tokens.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        *,
+        window: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        attend: str = "window",
+        write: bool = False,
+        logits_positions: slice | None = None,
+        align: str = "exact",
+    ) -> Tensor:
+        bsz, width = input_ids.shape
+        device = input_ids.device
+        if attend not in ("window", "prefix", "cache"):
+            raise ValueError(f"attend must be 'window', 'prefix' or 'cache', got {attend!r}")
+        if align not in ALIGNS:
+            raise ValueError(f"align must be one of {ALIGNS}, got {align!r}")
+        if cache is None and (attend != "window" or write):
+            raise ValueError("attend='prefix'/'cache' and write=True need a KVCache")
+        if window is None:
+            window = torch.arange(width, device=device)
+        elif cache is None and not torch.equal(window.cpu(), torch.arange(width)):
+            raise ValueError("a window other than the whole canvas needs a KVCache (it holds the context)")
+
+        # Which hidden state scores each slot: slot j of the window is scored from the hidden
+        # state at position window[j] - 1 (position 0: its own). Positions not in the window are
+        # run as extra read-only queries ("exact"); "fastdllm" shifts within the window.
+        pos_list = window.tolist()
+        first = pos_list[0]
+        if align == "fastdllm" or (first == 0 and pos_list[-1] == width - 1):  # in-window shift
+            extra, source = [], [0, *range(width - 1)]
+        elif pos_list[-1] - first == width - 1:  # a contiguous window: one extra query, at first - 1
+            extra, source = [first - 1], list(range(width))
+        else:  # any increasing window: an extra query before every slot whose predecessor is absent
+            present = set(pos_list)
+            extra = sorted({p - 1 for p in pos_list if p > 0 and p - 1 not in present})
+            row_of = {p: len(extra) + j for j, p in enumerate(pos_list)}
+            row_of.update({p: j for j, p in enumerate(extra)})
+            source = [row_of[p - 1] if p > 0 else row_of[p] for p in pos_list]
+        n_extra = len(extra)
+
+        ids = input_ids
+        if n_extra:
+            extra_t = torch.tensor(extra, device=device)
+            extra_ids = cache.tokens[:, extra_t]
+            if bool((extra_ids < 0).any()):
+                raise ValueError(
+                    f"align='exact' needs the tokens at positions {extra[:5]} (just before window slots) from the "
+                    "cache, but they were never written: fill the cache with a full forward (write=True) first")
+            ids = torch.cat((extra_ids, input_ids), dim=1)
+            q_window = torch.cat((extra_t, window))
+        else:
+            q_window = window
+
+        # Positions: per-row RoPE positions count real tokens only (left padding gets position 0).
+        canvas_len = cache.length if cache is not None else width
+        if attention_mask is None:
+            canvas_pos = torch.arange(canvas_len, device=device).expand(bsz, canvas_len)
+            key_valid = None
+        else:
+            key_valid = attention_mask.to(torch.bool)
+            canvas_pos = (key_valid.long().cumsum(-1) - 1).clamp(min=0)
+        q_pos = canvas_pos[:, q_window]
+        if key_valid is None:
+            k_valid = None
+        elif attend == "window":
+            k_valid = key_valid[:, window]
+        elif attend == "prefix":
+            start = pos_list[0]
+            k_valid = torch.cat((key_valid[:, :start], key_valid[:, window]), dim=1)
+        else:
+            k_valid = key_valid
+        cos_sin = rope_cos_sin(q_pos, self.config.head_dim, self.config.rope_theta, self.dtype)
+        attn_mask = None if k_valid is None else k_valid[:, None, None, :]
+
+        x = self.model.embed_tokens(ids)
+        for i, layer in enumerate(self.model.layers):
+            kv = cache.layer_view(i, window, attend, write) if cache is not None else None
+            x = layer(x, cos_sin, attn_mask, kv, n_extra)
+        if cache is not None and write:
+            cache.mark_written(window, input_ids)
+
+        x = x[:, torch.tensor(source, device=device)]  # the shift
+        if logits_positions is not None:
+            x = x[:, logits_positions]
+        return self.lm_head(self.model.norm(x))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and saving in Dream's on-disk format
+# --------------------------------------------------------------------------------------------
+
+WEIGHTS_INDEX = "model.safetensors.index.json"
+
+
+def load_config(path: str | os.PathLike) -> DreamConfig:
+    raw = json.loads((Path(path) / "config.json").read_text())
+    if raw.get("model_type") != "Dream":
+        raise UserError(f"{path}: config.json has model_type={raw.get('model_type')!r}; this loader reads Dream checkpoints")
+    return DreamConfig.from_dict(raw)
+
+
+def load_dream(
+    pretrained: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> DreamModel:
+    """Load a Dream checkpoint (local dir or hub id) into `DreamModel`, strictly by weight name,
+    without running the checkpoint's remote code."""
+    from safetensors.torch import load_file
+
+    from dllm_eval.models.llada import _weight_files, default_dtype, resolve_checkpoint
+
+    path = resolve_checkpoint(pretrained)
+    config = load_config(path)
+    dtype = dtype or default_dtype(device)
+    with torch.device("meta"):
+        model = DreamModel(config)
+    state: dict[str, Tensor] = {}
+    for shard in _weight_files(path):
+        for name, tensor in load_file(str(shard), device=str(device)).items():
+            state[name] = tensor.to(dtype)
+    expected = set(model.state_dict().keys())
+    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+    if missing or unexpected:
+        raise UserError(f"{path}: weights do not match the Dream layout; missing={missing[:5]} unexpected={unexpected[:5]}")
+    model.load_state_dict(state, assign=True, strict=True)
+    return model.eval().requires_grad_(False)
+
+
+def weight_shapes(config: DreamConfig) -> dict[str, tuple[int, ...]]:
+    """Every checkpoint tensor name and shape: embedding, layers, final norm, head."""
+    d, v, f = config.hidden_size, config.vocab_size, config.intermediate_size
+    q, kv = config.n_heads * config.head_dim, config.effective_n_kv_heads * config.head_dim
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, d)}
+    for i in range(config.num_hidden_layers):
+        b = f"model.layers.{i}."
+        shapes.update({
+            b + "input_layernorm.weight": (d,),
+            b + "self_attn.q_proj.weight": (q, d), b + "self_attn.q_proj.bias": (q,),
+            b + "self_attn.k_proj.weight": (kv, d), b + "self_attn.k_proj.bias": (kv,),
+            b + "self_attn.v_proj.weight": (kv, d), b + "self_attn.v_proj.bias": (kv,),
+            b + "self_attn.o_proj.weight": (d, q),
+            b + "post_attention_layernorm.weight": (d,),
+            b + "mlp.gate_proj.weight": (f, d), b + "mlp.up_proj.weight": (f, d), b + "mlp.down_proj.weight": (d, f),
+        })
+    shapes["model.norm.weight"] = (d,)
+    shapes["lm_head.weight"] = (v, d)
+    return shapes
+
+
+def parameter_count(config: DreamConfig) -> int:
+    return sum(math.prod(s) for s in weight_shapes(config).values())
+
+
+def _write_shards(tensors: Iterable[tuple[str, Tensor]], out: Path, dtype: torch.dtype,
+                  max_shard_bytes: int) -> list[Path]:
+    """`model-0000i-of-0000n.safetensors` shards plus the index, flushed as they fill, so a
+    7B-shaped random checkpoint never needs more than one shard in memory."""
+    from safetensors.torch import save_file
+
+    names: list[list[str]] = []
+    tmp_files: list[Path] = []
+    pending: dict[str, Tensor] = {}
+    pending_bytes, total = 0, 0
+
+    def flush() -> None:
+        nonlocal pending, pending_bytes
+        tmp = out / f".shard-{len(tmp_files):05d}.tmp"
+        save_file(pending, str(tmp), metadata={"format": "pt"})
+        tmp_files.append(tmp)
+        names.append(list(pending))
+        pending, pending_bytes = {}, 0
+
+    for name, tensor in tensors:
+        t = tensor.detach().to("cpu", dtype).contiguous()
+        nbytes = t.numel() * t.element_size()
+        if pending and pending_bytes + nbytes > max_shard_bytes:
+            flush()
+        pending[name] = t
+        pending_bytes += nbytes
+        total += nbytes
+    if pending:
+        flush()
+    files, weight_map = [], {}
+    for i, (tmp, shard_names) in enumerate(zip(tmp_files, names), start=1):
+        final = out / f"model-{i:05d}-of-{len(tmp_files):05d}.safetensors"
+        tmp.replace(final)
+        files.append(final)
+        weight_map.update(dict.fromkeys(shard_names, final.name))
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out / WEIGHTS_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    return files
+
+
+def write_checkpoint(
+    config: DreamConfig,
+    tensors: Iterable[tuple[str, Tensor]],
+    out_dir: str | os.PathLike,
+    dtype: torch.dtype = torch.bfloat16,
+    max_shard_bytes: int = 5 * 1024**3,
+    extra_config: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Write config.json (every field of the hub's, `auto_map` included), generation_config.json
+    and safetensors shards with an index."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = _write_shards(tensors, out, dtype, max_shard_bytes)
+    cfg = {**DREAM_7B_CONFIG, **config.to_dict(), **(extra_config or {})}
+    cfg["torch_dtype"] = str(dtype).removeprefix("torch.")
+    (out / "config.json").write_text(json.dumps(dict(sorted(cfg.items())), indent=2) + "\n")
+    gen_cfg = {**DREAM_GENERATION_CONFIG, "bos_token_id": cfg["bos_token_id"], "eos_token_id": cfg["eos_token_id"],
+               "pad_token_id": cfg["pad_token_id"], "mask_token_id": cfg["mask_token_id"]}
+    (out / "generation_config.json").write_text(json.dumps(gen_cfg, indent=2) + "\n")
+    return files
+
+
+def save_dream(model: DreamModel, out_dir: str | os.PathLike, **kwargs: Any) -> list[Path]:
+    """Save a model in Dream's on-disk format (see `write_checkpoint` for the options)."""
+    state = model.state_dict()
+    order = [n for n in weight_shapes(model.config) if n in state]
+    return write_checkpoint(model.config, ((n, state[n]) for n in order), out_dir, **kwargs)
+
+
+def random_tensors(config: DreamConfig, seed: int, std: float = 0.02) -> Iterator[tuple[str, Tensor]]:
+    """Random weights by name: N(0, std) (biases included), residual output projections scaled
+    by 1/sqrt(2*n_layers), norms at one. Generated one tensor at a time."""
+    gen = torch.Generator().manual_seed(seed)
+    residual_std = std / math.sqrt(2 * config.num_hidden_layers)
+    for name, shape in weight_shapes(config).items():
+        if name.endswith("norm.weight"):
+            yield name, torch.ones(shape)
+        elif name.endswith(("o_proj.weight", "down_proj.weight")):
+            yield name, torch.randn(shape, generator=gen) * residual_std
+        else:
+            yield name, torch.randn(shape, generator=gen) * std
+
+
+def build_model(config: DreamConfig, seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                std: float = 0.02) -> DreamModel:
+    """A randomly initialised model in memory (tests and training start from this)."""
+    with torch.device("meta"):
+        model = DreamModel(config)
+    model.load_state_dict(dict(random_tensors(config, seed, std)), assign=True, strict=True)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+__all__: Sequence[str] = [
+    "ALIGNS",
+    "DREAM_7B_CONFIG",
+    "DREAM_GENERATION_CONFIG",
+    "DreamConfig",
+    "DreamModel",
+    "KVCache",
+    "build_model",
+    "load_config",
+    "load_dream",
+    "parameter_count",
+    "random_tensors",
+    "save_dream",
+    "weight_shapes",
+    "write_checkpoint",
+]
