@@ -196,7 +196,7 @@ def _catalog(canary: str, canary_dir: str, port: int) -> list[Hostile]:
         Hostile(
             "fill_the_disk",
             "i = 0\nwhile True:\n    open(f'f{i}', 'wb').write(b'x' * (1 << 20))\n    i += 1\n",
-            statuses=frozenset({"failed", "timeout"}),
+            statuses=frozenset({"failed", "timeout", "killed"}),
         ),
     ]
 
