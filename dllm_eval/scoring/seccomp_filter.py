@@ -59,7 +59,9 @@ OWN_PID_ONLY = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")  # fir
 def _binding():
     try:
         import pyseccomp as seccomp
-    except ImportError:
+
+        seccomp.SyscallFilter  # noqa: B018 - a stray folder named pyseccomp is not the binding
+    except (ImportError, AttributeError):
         try:
             import seccomp  # Debian's python3-seccomp: the same interface
         except ImportError:
