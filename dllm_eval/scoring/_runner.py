@@ -460,6 +460,9 @@ def encode(obj, handles: dict | None, depth: int = 0):
         return ["y", obj.hex()]
     if kind is complex:
         return ["c", obj.real, obj.imag]
+    for base in PLAIN_BASES:  # Counter, OrderedDict, namedtuple, IntEnum...: sent as the plain base
+        if isinstance(obj, base):
+            return encode(_as_plain(obj, base), handles, depth)
     if handles is None:
         if isinstance(obj, Remote):
             return ["h", obj._handle]
@@ -467,6 +470,27 @@ def encode(obj, handles: dict | None, depth: int = 0):
     key = id(obj)
     handles[key] = obj
     return ["h", key]
+
+
+PLAIN_BASES = (bool, int, float, str, bytes, bytearray, complex, list, tuple, dict, set, frozenset)
+
+
+def _as_plain(obj, base: type):
+    """A subclass instance as an exact instance of its builtin base, through the base's own
+    methods (an overridden `__eq__`, `__iter__` or `__int__` plays no part)."""
+    if base in (int, bool):
+        return int.__int__(obj)
+    if base is float:
+        return float.__float__(obj)
+    if base is complex:
+        return complex(float.__float__(obj.real), float.__float__(obj.imag))
+    if base is str:
+        return str.__str__(obj)
+    if base in (bytes, bytearray):
+        return base(memoryview(obj))
+    if base is dict:
+        return {k: v for k, v in dict.items(obj)}
+    return base(base.__iter__(obj))
 
 
 def decode(data, make_handle, depth: int = 0):
@@ -629,7 +653,7 @@ def _program_process(cfg: dict, requests: int, answers: int, judge_pid: int) -> 
         faulthandler.enable(all_threads=True)  # a segfault leaves a readable traceback on stderr
         if cfg.get("guard", True):
             _install_guard(cfg["cwd"])
-    except BaseException as exc:  # noqa: BLE001 - the judge sees our exit and reports it
+    except BaseException as exc:
         os.write(2, f"sandbox setup failed in the program process: {exc!r}\n".encode())
         _exit(71)
     _install_exit_builtins()
@@ -779,9 +803,9 @@ class Channel:
         names: dict = {}
         for name, data in answer[1].items():
             if type(data) is list and len(data) == 2 and data[0] == "m" and type(data[1]) is str:
-                try:
+                try:  # noqa: SIM105 - contextlib is not imported in the runner
                     names[name] = __import__(data[1], fromlist=["_"])
-                except BaseException:  # noqa: BLE001 - a module the judge cannot import is left out
+                except BaseException:
                     pass
             else:
                 names[name] = decode(data, self.handle)
@@ -806,7 +830,7 @@ def _rebuild_exception(type_name: str, message: str) -> BaseException:
     if (isinstance(cls, type) and issubclass(cls, Exception)) or cls is MemoryError:
         try:
             return cls(message)
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             pass
     return type(type_name, (Exception,), {})(message)
 
@@ -823,13 +847,13 @@ def main() -> None:
             if isinstance(exc, ProgramGone):
                 name, message = "ProgramGone", str(exc)
             _write(report_fd, f"ERR {phase} {index} {name} {message!r}\n".encode("utf-8", "replace"))
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             _write(report_fd, b"ERR ? -1 UnreportableError ''\n")
 
     try:
         if cfg.get("build_root"):
             _build_root(cfg["build_root"])
-        import _thread  # noqa: F401 - imported before the uid drop, as everything below
+        import _thread
         import json
         import signal  # noqa: F401
         import time  # noqa: F401
@@ -840,6 +864,7 @@ def main() -> None:
         child = os.fork()
         if child == 0:
             os.close(report_fd)
+            os.close(int(cfg["lifeline_fd"]))
             os.close(requests_w)
             os.close(answers_r)
             _program_process(cfg, requests_r, answers_w, judge_pid)
@@ -849,8 +874,16 @@ def main() -> None:
         drop = cfg.get("drop_to")
         _contain(cfg, drop[0] if drop else None, cfg["cwd"])
         _prctl(PR_SET_DUMPABLE, 0, "prctl(DUMPABLE)")  # /proc/<judge>/{mem,fd} closed to the program
+
+        def lifeline(fd: int = int(cfg["lifeline_fd"])) -> None:
+            try:
+                os.read(fd, 1)  # returns at EOF: the harness is gone
+            finally:
+                _exit(9)  # the program process follows (PDEATHSIG)
+
+        _thread.start_new_thread(lifeline, ())
         os.chdir(cfg["cwd"])
-    except BaseException as exc:  # noqa: BLE001 - the sandbox could not be set up: reported as crashed
+    except BaseException as exc:
         report_error("sandbox", -1, exc)
         _exit(70)
 
@@ -878,7 +911,7 @@ def main() -> None:
             for index, test in enumerate(tests):
                 exec(compile(test, f"<test {index}>", "exec"), namespace)
                 passed += 1
-    except BaseException as exc:  # noqa: BLE001 - any failure is reported, SystemExit included
+    except BaseException as exc:
         report_error(phase, index if phase == "test" else 0, exc)
         _exit(4 if isinstance(exc, MemoryError) else 3)
     _write(report_fd, f"DONE {passed}\n".encode("ascii"))

@@ -616,7 +616,11 @@ def _watch(
     """Feed the payload, drain stdout/stderr/report without blocking, enforce the wall clock, the
     output cap and (at rlimits) the working directory's caps, then kill whatever is left."""
     report_r, report_w = os.pipe()
+    # The lifeline: the runner exits when its read end sees EOF, i.e. when this process is gone
+    # (even SIGKILLed), so an interrupted harness leaves no sandbox running behind it.
+    lifeline_r, lifeline_w = os.pipe()
     payload["report_fd"] = report_w
+    payload["lifeline_fd"] = lifeline_r
     data = marshal.dumps(payload)
     start = time.monotonic()
     try:
@@ -625,7 +629,7 @@ def _watch(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(report_w,),
+            pass_fds=(report_w, lifeline_r),
             close_fds=True,
             start_new_session=True,
             env=_child_env(cwd_inside),
@@ -633,11 +637,12 @@ def _watch(
             **popen_kwargs,
         )
     except OSError as exc:
-        os.close(report_r)
-        os.close(report_w)
+        for fd in (report_r, report_w, lifeline_r, lifeline_w):
+            os.close(fd)
         return ExecResult(False, "crashed", 0.0, level, reason=f"could not start the sandbox: {exc}", guard=guard,
                           tests_total=tests_total, error_phase="sandbox", containment=containment)
     os.close(report_w)
+    os.close(lifeline_r)
     deadline = start + limits.timeout
     out, err = _Tail(limits.tail_chars * 4), _Tail(limits.tail_chars * 4)
     report = bytearray()
@@ -731,6 +736,7 @@ def _watch(
             with contextlib.suppress(OSError):
                 f.close()
         os.close(report_r)
+        os.close(lifeline_w)
 
     result = _verdict(
         report.decode("utf-8", "replace"), returncode, killed_for, duration, level, guard,
@@ -892,6 +898,61 @@ def isolation_level(requested: str | None = None) -> str:
             " (needs unshare, and root or unprivileged user namespaces)")
         raise UserError(f"sandbox isolation {requested!r} does not work on this machine{hint}")
     return requested
+
+
+MIN_ISOLATION_ENV = "DLLM_EVAL_MIN_ISOLATION"
+DEFAULT_MIN_ISOLATION = "namespaces"  # code tasks refuse to score below this unless told otherwise
+
+
+def isolation_floor(requested: str | None = None) -> str:
+    """The weakest level code tasks may score at: `requested` (a task argument), else
+    $DLLM_EVAL_MIN_ISOLATION, else `namespaces`."""
+    floor = requested or os.environ.get(MIN_ISOLATION_ENV) or DEFAULT_MIN_ISOLATION
+    if floor not in ISOLATION_LEVELS:
+        raise UserError(f"unknown minimum isolation {floor!r} (from {MIN_ISOLATION_ENV} or min_isolation); "
+                        f"choose one of {', '.join(ISOLATION_LEVELS)}")
+    return floor
+
+
+def below(level: str, floor: str) -> bool:
+    """Whether `level` is weaker than `floor`."""
+    return ISOLATION_LEVELS.index(level) > ISOLATION_LEVELS.index(floor)
+
+
+def check_isolation_floor(level: str, floor: str) -> None:
+    """Refuse to score at `level` when it is weaker than `floor`, saying how to get past it."""
+    if below(level, floor):
+        raise UserError(
+            f"code tasks refuse to score at sandbox isolation {level!r}, below the floor {floor!r}: install "
+            f"bubblewrap (apt-get install -y bubblewrap), or enable unprivileged user namespaces "
+            f"(sysctl kernel.unprivileged_userns_clone=1), or lower the floor explicitly with "
+            f"{MIN_ISOLATION_ENV}={level} (or the task argument min_isolation: {level}); scores are then marked"
+        )
+
+
+def isolation_warning(level: str) -> str | None:
+    """The sentence written into every sample (and the report) scored below the default floor."""
+    if not below(level, DEFAULT_MIN_ISOLATION):
+        return None
+    return (f"SCORED AT WEAK SANDBOX ISOLATION {level.upper()!s}: below the default floor "
+            f"{DEFAULT_MIN_ISOLATION!r}; the host file system and processes were not hidden from the programs")
+
+
+def isolation_banner(levels: Iterable[str]) -> str | None:
+    """One line for a report header when any code score was computed below the default floor
+    (pass the `isolation` values of the samples or results), else None."""
+    weak = sorted({lvl for lvl in levels if lvl in ISOLATION_LEVELS and below(lvl, DEFAULT_MIN_ISOLATION)})
+    unknown = sorted({str(lvl) for lvl in levels if lvl not in ISOLATION_LEVELS})
+    if not weak and not unknown:
+        return None
+    parts = []
+    if weak:
+        parts.append(f"at {', '.join(weak)}")
+    if unknown:
+        parts.append(f"at unrecorded/unknown levels {', '.join(unknown)}")
+    return (f"WARNING: CODE SCORES IN THIS REPORT WERE EXECUTED {' and '.join(parts).upper()} SANDBOX ISOLATION, "
+            f"below the default floor {DEFAULT_MIN_ISOLATION!r} (bubblewrap or namespaces); "
+            f"the floor was lowered explicitly with {MIN_ISOLATION_ENV} or min_isolation.")
 
 
 # ------------------------------------------------------------------------------------------
