@@ -460,7 +460,11 @@ def encode(obj, handles: dict | None, depth: int = 0):
         return ["y", obj.hex()]
     if kind is complex:
         return ["c", obj.real, obj.imag]
-    for base in PLAIN_BASES:  # Counter, OrderedDict, namedtuple, IntEnum...: sent as the plain base
+    fields = getattr(type(obj), "_fields", None) if isinstance(obj, tuple) else None
+    if type(fields) is tuple and all(type(f) is str for f in fields) and len(fields) == tuple.__len__(obj):
+        # a namedtuple: rebuilt by the judge as its own namedtuple (equal to tuples, with attributes)
+        return ["n", str(type(obj).__name__), list(fields), *(encode(x, handles, depth + 1) for x in tuple.__iter__(obj))]
+    for base in PLAIN_BASES:  # Counter, OrderedDict, IntEnum...: sent as the plain base
         if isinstance(obj, base):
             return encode(_as_plain(obj, base), handles, depth)
     if handles is None:
@@ -493,6 +497,21 @@ def _as_plain(obj, base: type):
     return base(base.__iter__(obj))
 
 
+_NAMEDTUPLES: dict = {}
+
+
+def _namedtuple(name: str, fields: tuple) -> type:
+    """The judge's own namedtuple class for a program's namedtuple (validated by collections)."""
+    key = (name, fields)
+    if key not in _NAMEDTUPLES:
+        import collections
+
+        if len(_NAMEDTUPLES) > 1000 or not all(type(f) is str for f in fields):
+            raise ValueError("malformed namedtuple from the other process")
+        _NAMEDTUPLES[key] = collections.namedtuple(name, fields)
+    return _NAMEDTUPLES[key]
+
+
 def decode(data, make_handle, depth: int = 0):
     """The inverse of `encode`, for data from the other process: strict about types."""
     kind = type(data)
@@ -520,6 +539,8 @@ def decode(data, make_handle, depth: int = 0):
         return raw if tag == "b" else bytearray(raw)
     if tag == "c" and len(rest) == 2 and all(type(x) in (int, float) for x in rest):
         return complex(rest[0], rest[1])
+    if tag == "n" and len(rest) >= 2 and type(rest[0]) is str and type(rest[1]) is list:
+        return _namedtuple(rest[0], tuple(rest[1]))(*(decode(x, make_handle, depth + 1) for x in rest[2:]))
     if tag == "h" and len(rest) == 1 and type(rest[0]) is int:
         return make_handle(rest[0])
     raise ValueError("malformed value from the other process")
