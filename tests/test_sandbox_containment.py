@@ -217,3 +217,17 @@ def test_unknown_floor_is_a_user_error(monkeypatch):
     monkeypatch.setenv(MIN_ISOLATION_ENV, "chroot")
     with pytest.raises(UserError, match="unknown minimum isolation"):
         execute_records(RECORDS, [DOC])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", LEVELS)
+def test_all_164_humaneval_canonical_solutions_pass_at_every_level(level):
+    from dllm_eval import data
+    from dllm_eval.scoring import CodeJob, run_many
+    from dllm_eval.scoring.lmeval import asserts_for_doc
+
+    docs = list(data.humaneval()["test"])
+    jobs = [CodeJob(d["prompt"] + d["canonical_solution"], *asserts_for_doc(d), timeout=60.0) for d in docs]
+    results = run_many(jobs, isolation=level)
+    assert len(docs) == 164
+    assert {d["task_id"]: r.reason for d, r in zip(docs, results) if not r.passed} == {}
