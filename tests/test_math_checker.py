@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dllm_eval.scoring.math import extract_answer, is_equiv, last_boxed, normalize
+from dllm_eval.scoring.math import answer_of, extract_answer, is_equiv, last_boxed, normalize
 
 # (gold, prediction) pairs a grader must accept
 EQUAL = [
@@ -171,3 +171,10 @@ def test_math500_agreement_and_rejection_rates() -> None:
     assert len(agree) == 500 and len(reject) >= 1000
     assert sum(agree) / len(agree) >= AGREEMENT_TARGET
     assert sum(reject) / len(reject) >= REJECTION_TARGET
+
+
+def test_only_short_bare_text_counts_as_an_answer() -> None:
+    assert answer_of(" -2, 1 ") == "-2, 1"
+    assert answer_of("We try 5 first.\nThen 6 works, and 7 too.") is None
+    assert not is_equiv("We try 5 first.\nThen 6 works, and 7 too.", "7")
+    assert answer_of("x" * 81) is None

@@ -16,6 +16,7 @@ check counts as "not equivalent".
 
 Public API:
     extract_answer(text) -> str | None   the final answer a solution commits to
+    answer_of(text) -> str | None        that, or the text itself when it is a bare answer
     is_equiv(prediction, gold) -> bool   does the prediction's answer equal the gold answer
 """
 
@@ -102,6 +103,25 @@ def extract_answer(text: str) -> str | None:
     if spans:
         last = spans[-1][0] or spans[-1][1]
         return last.strip() or None
+    return None
+
+
+BARE_ANSWER_MAX_CHARS = 80
+
+
+def answer_of(prediction: str) -> str | None:
+    """The answer `is_equiv` judges: `extract_answer`'s, else the text itself if it is a bare answer.
+
+    A bare answer is one short line (`-2, 1`, `\\frac34`). Longer text with no boxed, final-answer
+    or `$` answer states none: handing a whole paragraph to math-verify would let it fish out
+    some number, and would cost time on every unanswered sample.
+    """
+    found = extract_answer(prediction)
+    if found is not None:
+        return found
+    text = prediction.strip()
+    if text and "\n" not in text and len(text) <= BARE_ANSWER_MAX_CHARS:
+        return text
     return None
 
 
@@ -261,7 +281,7 @@ def is_equiv(prediction: str, gold: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
     """
     if not isinstance(prediction, str) or not isinstance(gold, str):
         return False
-    pred = extract_answer(prediction) or prediction.strip()
+    pred = answer_of(prediction)
     gold_answer = (last_boxed(gold) or gold).strip()
     if not pred or not gold_answer:
         return False
