@@ -31,5 +31,9 @@ try:  # pragma: no cover - exercised through the stock `lm_eval` CLI in tests
 
         if "dllm_adaptive" not in model_registry:
             model_registry.register("dllm_adaptive", target="dllm_eval.lm_eval_model:DiffusionLM")
+
+    from dllm_eval.task_twins import install as _install_task_twins  # stock task -> dllm_* twin hints
+
+    _install_task_twins()
 except Exception:
     pass

@@ -98,3 +98,49 @@ def mbpp_sanitized(**_: Any):
     return _as_dataset_dict(
         {name: [r for r in rows if lo <= r["task_id"] <= hi] for name, (lo, hi) in MBPP_SPLITS.items()}
     )
+
+
+MATH_SUBJECTS = (
+    "algebra",
+    "counting_and_probability",
+    "geometry",
+    "intermediate_algebra",
+    "number_theory",
+    "prealgebra",
+    "precalculus",
+)
+
+
+def math_subject_config(subject_type: str) -> str:
+    """MATH's `type` ("Counting & Probability") as the hub config name ("counting_and_probability")."""
+    return subject_type.lower().replace(" & ", "_and_").replace(" ", "_")
+
+
+def hendrycks_math(subject: str | None = None, **_: Any):
+    """EleutherAI/hendrycks_math: the test split of one subject config (all 5,000 problems if None).
+
+    The local file holds all seven subjects; a subject task passes `dataset_kwargs: {subject: ...}`.
+    """
+    if subject is not None and subject not in MATH_SUBJECTS:
+        raise UserError(f"unknown MATH subject {subject!r}; choose one of: {', '.join(MATH_SUBJECTS)}")
+    path = _local_file("math/test.jsonl")
+    if path is None:
+        import datasets
+
+        subjects = [subject] if subject else list(MATH_SUBJECTS)
+        parts = [datasets.load_dataset("EleutherAI/hendrycks_math", s, split="test") for s in subjects]
+        return datasets.DatasetDict({"test": datasets.concatenate_datasets(parts)})
+    rows = read_jsonl(path)
+    if subject is not None:
+        rows = [r for r in rows if math_subject_config(r["type"]) == subject]
+    return _as_dataset_dict({"test": rows})
+
+
+def math500(**_: Any):
+    """HuggingFaceH4/MATH-500: the 500-problem test split (OpenAI's PRM800K subset of MATH test)."""
+    path = _local_file("math/math500.jsonl")
+    if path is None:
+        import datasets
+
+        return datasets.load_dataset("HuggingFaceH4/MATH-500")
+    return _as_dataset_dict({"test": read_jsonl(path)})

@@ -50,6 +50,7 @@ COLUMNS: tuple[str, ...] = (
     "metric",
     "correct",
     "tier",
+    "subject",
     "nfe",
     "batch_nfe",
     "gen_tokens",
@@ -290,6 +291,12 @@ def _find_traces(unit_dir: Path, cell_dir: Path, trace_dirs: list[Any]) -> list[
     return list(found)
 
 
+def _subject(doc: dict[str, Any]) -> str | None:
+    """A document's `subject` field (MATH's seven subjects), for the report's per-subject table."""
+    value = doc.get("subject")
+    return value if isinstance(value, str) and value else None
+
+
 def _choose_metric(task: str, sample: dict[str, Any], results: dict[str, Any], wanted: str | None, path: Path) -> str:
     names = [m for m in sample.get("metrics", []) if isinstance(m, str)]
     if wanted:
@@ -479,6 +486,7 @@ def load_run(root: str | Path, *, metric: str | None = None, primary_filter: dic
                         "metric": mname,
                         "correct": float(val),
                         "tier": tier,
+                        "subject": _subject(doc),
                         "doc_hash": s.get("doc_hash"),
                         "target_hash": s.get("target_hash"),
                         "resp_hash": _hash_resps(s),

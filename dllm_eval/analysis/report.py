@@ -93,6 +93,19 @@ class TierRow:
 
 
 @dataclass
+class SubjectRow:
+    label: str
+    subject: str
+    n: int
+    acc: float
+    acc_low: float
+    acc_high: float
+    delta: float
+    delta_low: float
+    delta_high: float
+
+
+@dataclass
 class TaskSummary:
     task: str
     filter: str
@@ -101,6 +114,7 @@ class TaskSummary:
     rows: list[Row]
     tiers: list[TierRow]
     other_filters: list[dict[str, Any]]
+    subjects: list[SubjectRow] = field(default_factory=list)
 
 
 @dataclass
@@ -365,6 +379,7 @@ def build_summary(run: RunData, *, baseline: str | None = None, alpha: float = 0
         others = _other_filters(idx, run, task, labels, base, alpha)
         n_docs = len(idx.docs[task])
         tasks.append(TaskSummary(task, run.primary_filter[task], run.metric[task], n_docs, rows, tiers, others))
+        tasks[-1].subjects = _subject_rows(idx, task, labels, base, alpha)
 
     adj = stats.holm([p for _, _, p in holm_entries])
     for (row, kind, _), pa in zip(holm_entries, adj):
@@ -433,6 +448,64 @@ def _tier_rows(idx: _Index, run: RunData, task: str, labels: list[str], base: st
             tps = float(tc[ok].sum() / cc[ok].sum()) if ok.any() and cc[ok].sum() > 0 else math.nan
             out.append(TierRow(lab, t, int(m.sum()), acc.statistic, acc.low, acc.high, dv, dl, dh, p, nf, tps))
     return out
+
+
+def _subject_rows(idx: _Index, task: str, labels: list[str], base: str, alpha: float) -> list[SubjectRow]:
+    """Accuracy per document `subject` (MATH), with the paired Δ vs the baseline; [] without subjects.
+
+    Descriptive, like the tier breakdown: no multiplicity adjustment. A task whose documents all
+    share one subject (a MATH subject subtask) gets one row per scheduler, which repeats the
+    task table, so it is left out.
+    """
+    subj_col = idx.matrix(base, task, "subject")[:, 0]
+    subjects = sorted({s for s in subj_col if isinstance(s, str)})
+    if len(subjects) < 2:
+        return []
+    out: list[SubjectRow] = []
+    bcorr = idx.matrix(base, task, "correct")
+    for lab in labels:
+        if not idx.has(lab, task):
+            continue
+        corr = idx.matrix(lab, task, "correct")
+        for subject in subjects:
+            m = np.array([v == subject for v in subj_col])
+            acc = stats.accuracy(corr[m])
+            dv = dl = dh = math.nan
+            if lab != base:
+                d = stats.paired_difference(
+                    corr[m], bcorr[m], alpha=alpha, n_resamples=1999, rng=_seed_for(lab, task, subject), compute_mde=False
+                )
+                dv, dl, dh = d.statistic, d.low, d.high
+            out.append(SubjectRow(lab, subject, int(m.sum()), acc.statistic, acc.low, acc.high, dv, dl, dh))
+    return out
+
+
+def _render_subjects(s: Summary, t: TaskSummary) -> list[str]:
+    """The per-subject table of one task (markdown lines); nothing when the task has no subjects."""
+    if not t.subjects:
+        return []
+    subjects = list(dict.fromkeys(r.subject for r in t.subjects))
+    head = ["Scheduler"] + [f"{k} (n={next(r.n for r in t.subjects if r.subject == k)})" for k in subjects]
+    rows = []
+    for lab in [r.label for r in t.rows]:
+        cells = [_label_cell(s, lab)]
+        for k in subjects:
+            r = next((x for x in t.subjects if x.label == lab and x.subject == k), None)
+            if r is None:
+                cells.append("—")
+                continue
+            c = f"{_pct(r.acc)} [{_num(100 * r.acc_low)}, {_num(100 * r.acc_high)}]"
+            if lab != s.baseline:
+                c += f" ({_pts(r.delta)} [{_pts(r.delta_low)}, {_pts(r.delta_high)}])"
+            cells.append(c)
+        rows.append(cells)
+    return [
+        f"### {t.task}: by subject (descriptive, unadjusted)",
+        "",
+        "Each cell: accuracy [95% CI] (Δ pts vs baseline [95% CI]).",
+        "",
+        *_table(head, rows),
+    ]
 
 
 def _other_filters(idx: _Index, run: RunData, task: str, labels: list[str], base: str, alpha: float) -> list[dict[str, Any]]:
@@ -889,6 +962,7 @@ def render_markdown(s: Summary, figures: dict[str, list[str]]) -> str:
                 rows.append(cells)
             L += ["Each cell: accuracy (Δ pts vs baseline [95% CI]); mean NFE; tokens/s.", ""]
             L += _table(head, rows)
+        L += _render_subjects(s, t)
     L += ["## Controls", ""]
     if not s.controls:
         L += ["No control configurations were run (the default matrix has an A/A copy of the baseline and a τ=0.3 one).", ""]
