@@ -128,7 +128,8 @@ def plan(args: argparse.Namespace) -> tuple[MatrixFile, dict[str, Any], list[Cel
     mf = load_matrix_config(args.config)
     s = mf.settings
     device = args.device or _detect_device()
-    tasks = _csv(args.tasks) or [str(t) for t in (s.get("tasks") or [])]
+    by_device = (s.get("tasks_by_device") or {}).get(device.split(":")[0])  # e.g. MATH-500 on GPUs only
+    tasks = _csv(args.tasks) or [str(t) for t in (by_device or s.get("tasks") or [])]
     if not tasks:
         raise UserError("no tasks: pass --tasks or set settings.tasks in the config file")
     try:

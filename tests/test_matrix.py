@@ -259,3 +259,12 @@ def test_groups_expand_and_opt_in_configs_stay_out_of_the_default(tmp_path: Path
     p.write_text("configs: {base: {scheduler: fast_dllm, role: baseline}}\ngroups: {g: [missing]}\n")
     with pytest.raises(UserError, match="group 'g' lists unknown configs missing"):
         matrix.load_matrix_config(p)
+
+
+def test_tasks_by_device_picks_the_gpu_task_list(tmp_path: Path) -> None:
+    p = tmp_path / "m.yaml"
+    p.write_text("settings: {tasks: [synth_math], tasks_by_device: {cuda: [synth_math, dllm_math500]}}\n"
+                 "configs: {base: {scheduler: fast_dllm, role: baseline}}\n")
+    for device, tasks in (("cpu", ["synth_math"]), ("cuda:0", ["synth_math", "dllm_math500"])):
+        _, settings, _cells, _ = matrix.plan(_args(config=p, device=device, lm_eval_cmd="lm_eval", results_dir=tmp_path / "r"))
+        assert settings["tasks"] == tasks
