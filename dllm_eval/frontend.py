@@ -124,7 +124,7 @@ def load_front_end(pretrained: str | Path, device: str | torch.device = "cpu", d
                    chat: str | bool = "auto", max_length: int | None = None) -> FrontEnd:
     """Load a checkpoint (directory or hub id) and its tokenizer; `chat="auto"` applies the chat
     template when the name looks like an instruct model and the tokenizer has one."""
-    from dllm_eval.models.llada import resolve_checkpoint
+    from dllm_eval.models.checkpoint_io import resolve_checkpoint
     from dllm_eval.models.registry import load_model
     from dllm_eval.models.tokenizer import load_tokenizer
 

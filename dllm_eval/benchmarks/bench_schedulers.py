@@ -33,7 +33,8 @@ SETTINGS: list[tuple[str, str, dict]] = [
 def random_model_on_device(shape: str, device: str):
     """A random-weight model of a named shape allocated straight on `device` in its default dtype."""
     from dllm_eval.checkpoints import SHAPES
-    from dllm_eval.models.llada import LLaDAConfig, LLaDAModelLM, default_dtype
+    from dllm_eval.models.checkpoint_io import default_dtype
+    from dllm_eval.models.llada import LLaDAConfig, LLaDAModelLM
 
     dims = SHAPES[shape]
     config = LLaDAConfig(d_model=dims["d_model"], n_heads=dims["n_heads"], n_kv_heads=dims["n_heads"],

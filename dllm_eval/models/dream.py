@@ -58,6 +58,13 @@ from torch import Tensor, nn
 
 from dllm_eval.errors import UserError
 from dllm_eval.models.cache import KVCache, LayerKV
+from dllm_eval.models.checkpoint_io import (
+    default_dtype,
+    load_weights,
+    read_config_json,
+    resolve_checkpoint,
+    write_shards,
+)
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -435,13 +442,13 @@ class DreamModel(nn.Module):
 # Loading and saving in Dream's on-disk format
 # --------------------------------------------------------------------------------------------
 
-WEIGHTS_INDEX = "model.safetensors.index.json"
 
 
 def load_config(path: str | os.PathLike) -> DreamConfig:
-    raw = json.loads((Path(path) / "config.json").read_text())
+    raw = read_config_json(path)
     if raw.get("model_type") != "Dream":
-        raise UserError(f"{path}: config.json has model_type={raw.get('model_type')!r}; this loader reads Dream checkpoints")
+        raise UserError(f"{Path(path) / 'config.json'}: model_type={raw.get('model_type')!r}; "
+                        "this loader reads Dream checkpoints")
     return DreamConfig.from_dict(raw)
 
 
@@ -452,24 +459,11 @@ def load_dream(
 ) -> DreamModel:
     """Load a Dream checkpoint (local dir or hub id) into `DreamModel`, strictly by weight name,
     without running the checkpoint's remote code."""
-    from safetensors.torch import load_file
-
-    from dllm_eval.models.llada import _weight_files, default_dtype, resolve_checkpoint
-
     path = resolve_checkpoint(pretrained)
     config = load_config(path)
-    dtype = dtype or default_dtype(device)
     with torch.device("meta"):
         model = DreamModel(config)
-    state: dict[str, Tensor] = {}
-    for shard in _weight_files(path):
-        for name, tensor in load_file(str(shard), device=str(device)).items():
-            state[name] = tensor.to(dtype)
-    expected = set(model.state_dict().keys())
-    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
-    if missing or unexpected:
-        raise UserError(f"{path}: weights do not match the Dream layout; missing={missing[:5]} unexpected={unexpected[:5]}")
-    model.load_state_dict(state, assign=True, strict=True)
+    load_weights(model, path, "Dream", device, dtype or default_dtype(device))
     return model.eval().requires_grad_(False)
 
 
@@ -498,46 +492,6 @@ def parameter_count(config: DreamConfig) -> int:
     return sum(math.prod(s) for s in weight_shapes(config).values())
 
 
-def _write_shards(tensors: Iterable[tuple[str, Tensor]], out: Path, dtype: torch.dtype,
-                  max_shard_bytes: int) -> list[Path]:
-    """`model-0000i-of-0000n.safetensors` shards plus the index, flushed as they fill, so a
-    7B-shaped random checkpoint never needs more than one shard in memory."""
-    from safetensors.torch import save_file
-
-    names: list[list[str]] = []
-    tmp_files: list[Path] = []
-    pending: dict[str, Tensor] = {}
-    pending_bytes, total = 0, 0
-
-    def flush() -> None:
-        nonlocal pending, pending_bytes
-        tmp = out / f".shard-{len(tmp_files):05d}.tmp"
-        save_file(pending, str(tmp), metadata={"format": "pt"})
-        tmp_files.append(tmp)
-        names.append(list(pending))
-        pending, pending_bytes = {}, 0
-
-    for name, tensor in tensors:
-        t = tensor.detach().to("cpu", dtype).contiguous()
-        nbytes = t.numel() * t.element_size()
-        if pending and pending_bytes + nbytes > max_shard_bytes:
-            flush()
-        pending[name] = t
-        pending_bytes += nbytes
-        total += nbytes
-    if pending:
-        flush()
-    files, weight_map = [], {}
-    for i, (tmp, shard_names) in enumerate(zip(tmp_files, names), start=1):
-        final = out / f"model-{i:05d}-of-{len(tmp_files):05d}.safetensors"
-        tmp.replace(final)
-        files.append(final)
-        weight_map.update(dict.fromkeys(shard_names, final.name))
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (out / WEIGHTS_INDEX).write_text(json.dumps(index, indent=2) + "\n")
-    return files
-
-
 def write_checkpoint(
     config: DreamConfig,
     tensors: Iterable[tuple[str, Tensor]],
@@ -550,7 +504,7 @@ def write_checkpoint(
     and safetensors shards with an index."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = _write_shards(tensors, out, dtype, max_shard_bytes)
+    files = write_shards(tensors, out, dtype, max_shard_bytes)
     cfg = {**DREAM_7B_CONFIG, **config.to_dict(), **(extra_config or {})}
     cfg["torch_dtype"] = str(dtype).removeprefix("torch.")
     (out / "config.json").write_text(json.dumps(dict(sorted(cfg.items())), indent=2) + "\n")

@@ -35,6 +35,13 @@ from torch import Tensor, nn
 
 from dllm_eval.errors import UserError
 from dllm_eval.models.cache import KVCache, LayerKV
+from dllm_eval.models.checkpoint_io import (
+    default_dtype,
+    load_weights,
+    read_config_json,
+    resolve_checkpoint,
+    write_shards,
+)
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -365,60 +372,12 @@ class LLaDAModelLM(nn.Module):
 # Loading and saving in LLaDA's on-disk format
 # --------------------------------------------------------------------------------------------
 
-WEIGHTS_INDEX = "model.safetensors.index.json"
-SINGLE_WEIGHTS = "model.safetensors"
-
-
-def default_dtype(device: torch.device | str) -> torch.dtype:
-    """bf16 on GPU (as LLaDA is run), fp32 on CPU (bf16 matmuls are slow and imprecise there)."""
-    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-
-
-def resolve_checkpoint(pretrained: str | os.PathLike) -> Path:
-    """A local directory, or a hub id downloaded (config, tokenizer and safetensors only)."""
-    path = Path(pretrained).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserError(f"{path} has no config.json: not a LLaDA checkpoint directory")
-        return path
-    if path.exists():
-        raise UserError(f"pretrained={pretrained} is a file; pass the checkpoint directory")
-    if str(pretrained).count("/") != 1 or str(pretrained).startswith((".", "/", "~")):
-        raise UserError(f"pretrained={pretrained}: no such directory, and not a hub id of the form org/name")
-    from huggingface_hub import snapshot_download
-
-    try:
-        local = snapshot_download(
-            str(pretrained),
-            allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.txt", "*.model"],
-        )
-    except Exception as exc:  # offline, gated, typo: say which and how to fix it
-        raise UserError(
-            f"could not fetch {pretrained} from the Hugging Face Hub ({type(exc).__name__}); "
-            "download it first or pass a local directory"
-        ) from exc
-    return Path(local)
-
-
 def load_config(path: str | os.PathLike) -> LLaDAConfig:
-    raw = json.loads((Path(path) / "config.json").read_text())
+    raw = read_config_json(path)
     model_type = raw.get("model_type")
     if model_type not in (None, "llada"):
-        raise UserError(f"{path}: config.json has model_type={model_type!r}; this loader reads LLaDA checkpoints")
+        raise UserError(f"{Path(path) / 'config.json'}: model_type={model_type!r}; this loader reads LLaDA checkpoints")
     return LLaDAConfig.from_dict(raw)
-
-
-def _weight_files(path: Path) -> list[Path]:
-    index = path / WEIGHTS_INDEX
-    if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return [path / name for name in sorted(set(weight_map.values()))]
-    if (path / SINGLE_WEIGHTS).is_file():
-        return [path / SINGLE_WEIGHTS]
-    shards = sorted(path.glob("*.safetensors"))
-    if not shards:
-        raise UserError(f"{path} has no safetensors weights ({WEIGHTS_INDEX} or {SINGLE_WEIGHTS})")
-    return shards
 
 
 def load_llada(
@@ -427,22 +386,11 @@ def load_llada(
     dtype: torch.dtype | None = None,
 ) -> LLaDAModelLM:
     """Load a LLaDA checkpoint (local dir or hub id) into `LLaDAModelLM`, strictly by weight name."""
-    from safetensors.torch import load_file
-
     path = resolve_checkpoint(pretrained)
     config = load_config(path)
-    dtype = dtype or default_dtype(device)
     with torch.device("meta"):
         model = LLaDAModelLM(config)
-    state: dict[str, Tensor] = {}
-    for shard in _weight_files(path):
-        for name, tensor in load_file(str(shard), device=str(device)).items():
-            state[name] = tensor.to(dtype)
-    expected = set(model.state_dict().keys())
-    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
-    if missing or unexpected:
-        raise UserError(f"{path}: weights do not match the LLaDA layout; missing={missing[:5]} unexpected={unexpected[:5]}")
-    model.load_state_dict(state, assign=True, strict=True)
+    load_weights(model, path, "LLaDA", device, dtype or default_dtype(device))
     return model.eval().requires_grad_(False)
 
 
@@ -471,46 +419,10 @@ def write_checkpoint(
     max_shard_bytes: int = 5 * 1024**3,
     extra_config: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write config.json, generation_config.json and safetensors shards with an index.
-
-    `tensors` is consumed lazily and shards are flushed as they fill, so an 8B-shaped random
-    checkpoint never needs more than one shard in memory.
-    """
-    from safetensors.torch import save_file
-
+    """Write config.json, generation_config.json and safetensors shards with an index
+    (`tensors` is consumed lazily; see `checkpoint_io.write_shards`)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    names: list[list[str]] = []
-    pending: dict[str, Tensor] = {}
-    pending_bytes, total = 0, 0
-    tmp_files: list[Path] = []
-
-    def flush() -> None:
-        nonlocal pending, pending_bytes
-        tmp = out / f".shard-{len(tmp_files):05d}.tmp"
-        save_file(pending, str(tmp), metadata={"format": "pt"})
-        tmp_files.append(tmp)
-        names.append(list(pending))
-        pending, pending_bytes = {}, 0
-
-    for name, tensor in tensors:
-        t = tensor.detach().to("cpu", dtype).contiguous()
-        nbytes = t.numel() * t.element_size()
-        if pending and pending_bytes + nbytes > max_shard_bytes:
-            flush()
-        pending[name] = t
-        pending_bytes += nbytes
-        total += nbytes
-    if pending:
-        flush()
-    files, weight_map = [], {}
-    for i, (tmp, shard_names) in enumerate(zip(tmp_files, names), start=1):
-        final = out / f"model-{i:05d}-of-{len(tmp_files):05d}.safetensors"
-        tmp.replace(final)
-        files.append(final)
-        weight_map.update(dict.fromkeys(shard_names, final.name))
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (out / WEIGHTS_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    files = write_shards(tensors, out, dtype, max_shard_bytes)
     cfg = {**LLADA_8B_CONFIG, **config.to_dict(), **(extra_config or {})}
     cfg["torch_dtype"] = str(dtype).removeprefix("torch.")
     (out / "config.json").write_text(json.dumps(dict(sorted(cfg.items())), indent=2) + "\n")

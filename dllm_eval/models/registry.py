@@ -9,7 +9,6 @@ with the window/cache/align signature, a loader) plus one `Family` line here.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -59,13 +58,10 @@ def family_of(model: Any) -> Family:
 def load_model(pretrained: str | os.PathLike, device: str | torch.device = "cpu",
                dtype: torch.dtype | None = None) -> Any:
     """Load any supported checkpoint (local directory or hub id) by its config.json's model_type."""
-    from dllm_eval.models.llada import resolve_checkpoint
+    from dllm_eval.models.checkpoint_io import read_config_json, resolve_checkpoint
 
     path = resolve_checkpoint(pretrained)
-    try:
-        raw = json.loads((path / "config.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path / 'config.json'} is not valid JSON ({exc})") from None
+    raw = read_config_json(path)
     family = family_of_model_type(raw.get("model_type"), where=str(path / "config.json"))
     return family.load(path, device=device, dtype=dtype)
 
