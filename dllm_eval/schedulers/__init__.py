@@ -9,6 +9,7 @@ from dllm_eval.schedulers import (  # noqa: F401  (registration side effects)
     adaptive,
     drs,
     drs_v2,
+    eb_sampler,
     fast_dllm,
     hierarchy,
     llada,

@@ -99,6 +99,9 @@ class BlockRunner:
         self.propose_kwargs = propose_kwargs or {}
         self.stop_at_eos = stop_at_eos
         self.model_kwargs = model_kwargs or {}
+        # (row indices, logits) of the last forward, for rules that read the whole distribution
+        # (entropy, KL), not just the proposal a `select` gets
+        self.last: tuple[Tensor, Tensor] | None = None
 
     def forward(self, active: Tensor, start: int, end: int, first: bool, window: Tensor | None = None) -> Tensor:
         """Logits of [start, end) for the `active` rows ([B] bool), counted in the trace.
@@ -128,6 +131,7 @@ class BlockRunner:
             window_size = end - start
         state.trace.forward(active)
         self.stats.record(rows.cpu(), window_size)
+        self.last = (rows, logits)
         return logits
 
     def propose(self, logits: Tensor, active: Tensor, start: int, end: int) -> Proposal:
