@@ -12,6 +12,7 @@ from dllm_eval.schedulers import (  # noqa: F401  (registration side effects)
     eb_sampler,
     fast_dllm,
     hierarchy,
+    klass,
     llada,
 )
 from dllm_eval.schedulers.base import GenerationOutput
