@@ -11,7 +11,7 @@ import torch
 from dllm_eval.schedulers import get_scheduler
 from dllm_eval.schedulers.eb_sampler import entropy_bounded
 from tests.fake_model import ScriptedModel, entropy_of, table_script
-from tests.helpers import peaky_model, random_prompt
+from tests.helpers import assert_batch_equals_rows_alone, peaky_model
 
 NEG = -math.inf
 
@@ -102,18 +102,7 @@ def test_the_registered_variant_is_the_papers_other_row():
 
 @pytest.mark.parametrize(("cache", "params"), [("none", {}), ("dual", {}), ("prefix", {"semi_ar": True, "block_length": 16})])
 def test_padded_batch_equals_rows_alone_on_a_random_llada(cache, params):
-    model = peaky_model()
-    lengths = [12, 5, 9]
-    rows = [random_prompt(n, 10 + i)[0] for i, n in enumerate(lengths)]
-    batch = torch.full((3, 12), 257)
-    mask = torch.zeros((3, 12), dtype=torch.long)
-    for i, row in enumerate(rows):
-        batch[i, 12 - len(row):], mask[i, 12 - len(row):] = row, 1
     sched = get_scheduler("eb_sampler", gen_length=32, cache=cache, gamma=0.5, **params)
-    together = sched.generate(model, batch, attention_mask=mask)
-    for i, row in enumerate(rows):
-        alone = sched.generate(model, row[None])
-        assert torch.equal(together.tokens[i], alone.tokens[0]), f"row {i}"
-        assert together.traces[i]["nfe"] == alone.traces[0]["nfe"]
+    together = assert_batch_equals_rows_alone(sched, peaky_model())
     assert max(s["committed"] for s in together.traces[0]["steps"]) > 1  # the entropy bound let >1 through
     assert len({t["nfe"] for t in together.traces}) > 1

@@ -8,12 +8,13 @@ import math
 import pytest
 import torch
 
+from dllm_eval.errors import UserError
 from dllm_eval.schedulers import get_scheduler
 from dllm_eval.schedulers.base import Proposal
 from tests import reference_peers as ref
 from tests.fake_model import MASK as FAKE_MASK
 from tests.fake_model import ScriptedModel, table_script
-from tests.helpers import MASK, peaky_model, random_prompt
+from tests.helpers import MASK, assert_batch_equals_rows_alone, peaky_model, random_prompt
 
 NEG = -math.inf
 GEN, BLOCK = 32, 16
@@ -101,18 +102,12 @@ def test_the_random_llada_cases_are_not_all_top1(model):
 
 @pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
 def test_padded_batch_equals_rows_alone(model, cache):
-    lengths = [12, 5, 9]
-    rows = [random_prompt(n, 10 + i)[0] for i, n in enumerate(lengths)]
-    batch = torch.full((3, 12), 257)
-    mask = torch.zeros((3, 12), dtype=torch.long)
-    for i, row in enumerate(rows):
-        batch[i, 12 - len(row):], mask[i, 12 - len(row):] = row, 1
     sched = get_scheduler("hierarchy", gen_length=GEN, block_length=BLOCK, cache=cache, low_threshold=0.2)
-    together = sched.generate(model, batch, attention_mask=mask)
-    nfes = []
-    for i, row in enumerate(rows):
-        alone = sched.generate(model, row[None])
-        assert torch.equal(together.tokens[i], alone.tokens[0]), f"row {i}"
-        assert together.traces[i]["nfe"] == alone.traces[0]["nfe"]
-        nfes.append(alone.traces[0]["nfe"])
-    assert len(set(nfes)) > 1  # the rows finish at different steps
+    together = assert_batch_equals_rows_alone(sched, model)
+    assert len({t["nfe"] for t in together.traces}) > 1  # the rows finish at different steps
+
+
+@pytest.mark.parametrize("name", ["hierarchy", "eb_sampler", "klass"])
+def test_a_bad_cache_mode_fails_before_decoding(name):
+    with pytest.raises(UserError, match="cache must be one of"):
+        get_scheduler(name, cache="triple")

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from dllm_eval.errors import UserError
 from dllm_eval.schedulers.base import SOFTMAX_DTYPES, CommonParams, Proposal
-from dllm_eval.schedulers.blocks import CACHE_MODES, BlockRunner
+from dllm_eval.schedulers.blocks import BlockRunner
 from dllm_eval.schedulers.registry import Scheduler, register, register_variant
 
 
@@ -51,8 +51,6 @@ class EBSamplerParams(CommonParams):
         super().validate()
         if not self.gamma >= 0.0:
             raise UserError(f"gamma must be >= 0, got {self.gamma}")
-        if self.cache not in CACHE_MODES:
-            raise UserError(f"cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
 
 
 def entropy(logits: Tensor, softmax_dtype: str) -> Tensor:
@@ -77,9 +75,6 @@ def entropy_bounded(confidence: Tensor, masked: Tensor, entropies: Tensor, gamma
 @register("eb_sampler", "EB-Sampler: commit the most confident tokens while their entropy sum minus max <= gamma")
 class EBSampler(Scheduler):
     Params = EBSamplerParams
-
-    def cache_mode(self) -> str:
-        return self.params.cache
 
     def decode(self, run: BlockRunner) -> None:
         for block, start, end in run.state.blocks(self.params.block_length):

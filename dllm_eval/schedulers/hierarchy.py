@@ -35,7 +35,7 @@ from torch import Tensor
 
 from dllm_eval.errors import UserError
 from dllm_eval.schedulers.base import NEG_INF, CommonParams, Proposal
-from dllm_eval.schedulers.blocks import CACHE_MODES, BlockRunner
+from dllm_eval.schedulers.blocks import BlockRunner
 from dllm_eval.schedulers.registry import Scheduler, register, register_variant
 
 
@@ -51,8 +51,6 @@ class HierarchyParams(CommonParams):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise UserError(f"{name} must be in [0, 1] or None, got {value}")
-        if self.cache not in CACHE_MODES:
-            raise UserError(f"cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
 
 
 def run_best(confidence: Tensor, masked: Tensor) -> Tensor:
@@ -68,9 +66,6 @@ def run_best(confidence: Tensor, masked: Tensor) -> Tensor:
                        "tokens above tau_high, always the block's top-1")
 class Hierarchy(Scheduler):
     Params = HierarchyParams
-
-    def cache_mode(self) -> str:
-        return self.params.cache
 
     def decode(self, run: BlockRunner) -> None:
         for block, start, end in run.state.blocks(self.params.block_length):

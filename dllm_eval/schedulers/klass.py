@@ -40,7 +40,7 @@ import torch
 
 from dllm_eval.errors import UserError
 from dllm_eval.schedulers.base import CommonParams, num_transfer_tokens, select_quota
-from dllm_eval.schedulers.blocks import CACHE_MODES, BlockRunner, row_index
+from dllm_eval.schedulers.blocks import BlockRunner, row_index
 from dllm_eval.schedulers.registry import Scheduler, register, register_variant
 
 EPS = 1e-12  # the authors' smoothing inside both logs of the KL
@@ -57,30 +57,21 @@ class KLASSParams(CommonParams):
 
     def validate(self) -> None:
         super().validate()
-        if self.total_steps <= 0 or self.total_steps % self.num_blocks:
-            raise UserError(f"steps={self.total_steps} must be a positive multiple of the number of blocks ({self.num_blocks})")
+        if self.steps is not None and (self.steps <= 0 or self.steps % self.num_blocks):
+            raise UserError(f"steps={self.steps} must be a positive multiple of the number of blocks ({self.num_blocks})")
         if self.history_length < 1 or self.kl_threshold < 0 or not 0.0 <= self.conf_threshold <= 1.0:
             raise UserError("need history_length >= 1, kl_threshold >= 0 and conf_threshold in [0, 1]")
-        if self.cache not in CACHE_MODES:
-            raise UserError(f"cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
-
-    @property
-    def total_steps(self) -> int:
-        return self.gen_length if self.steps is None else self.steps
 
 
 @register("klass", "KLASS: commit confident tokens whose distribution was stable (low KL) for H steps, else LLaDA top-k")
 class KLASS(Scheduler):
     Params = KLASSParams
 
-    def cache_mode(self) -> str:
-        return self.params.cache
-
     def decode(self, run: BlockRunner) -> None:
         p, state, width = self.params, run.state, self.params.block_length
         prev = None  # p_{t-1} over the current block and the next: [B, 2 * width, V]
         for block, start, end in state.blocks(width):
-            quota = num_transfer_tokens(state.masked(start, end), p.total_steps // p.num_blocks)
+            quota = num_transfer_tokens(state.masked(start, end), (p.steps or p.gen_length) // p.num_blocks)
             history = torch.full((state.batch, width, p.history_length), math.inf, dtype=torch.float64,
                                  device=state.canvas.device)
             step = 0
