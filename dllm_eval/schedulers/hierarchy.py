@@ -12,8 +12,9 @@ parallel while neighbours wait. No re-masking. NFE = forwards until the block is
 Defaults are the class defaults (`low_threshold` 0.4, `threshold` None: no high rule); the
 authors give no LLaDA-GSM8K setting. Their benchmark presets (`benchmarks/benchmark_dataset.py`,
 `parallel_decoding="hierarchy_faster"`) are registered as variants: `hierarchy_80_50`
-(threshold 0.8, low 0.5: `--config 5` without a cache, `--config 6` on the dual cache; also
-`evaluations/eval_guide.md`) and `hierarchy_90_70` (0.9 / 0.7: `--config 14`, dual cache).
+(threshold 0.8, low 0.5: `--config 5` without a cache, `--config 6` on the dual cache with
+dInfer's vicinity refresh) and `hierarchy_90_70` (0.9 / 0.7: `--config 14`, the same cache).
+`evaluations/eval_guide.md` shows 0.8 / 0.5 and, for its hierarchy example, 0.92 / 0.62.
 
 Cache modes: all three (`cache`, default "none" as the plain decoder loop). The rule reads only
 the current block's confidences at one step, which every mode produces.
@@ -23,7 +24,8 @@ end (dInfer's benchmarks align them to absolute multiples of the block length); 
 unrolling (dInfer may run up to `maximum_unroll - 1` forwards past a block's completion to save
 host syncs, committing nothing) and, with a cache, no extra cached forward after a block's
 refresh step when the refresh already completed it; `stop_at_eos` is the harness's rule, not
-dInfer's `early_stop`. The authors assert batch 1; here rows are independent at any batch size.
+dInfer's `early_stop`; confidences are float64 by default (`softmax_dtype="model"` is dInfer's
+softmax in the logits' dtype). The authors assert batch 1; here rows are independent at any batch.
 """
 
 from __future__ import annotations
