@@ -5,7 +5,17 @@ block loop (windows, KV cache, forward accounting); `registry` builds schedulers
 other module is one method, reading top to bottom as "how this method picks tokens".
 """
 
-from dllm_eval.schedulers import adaptive, dream, drs, drs_v2, fast_dllm, llada  # noqa: F401  (registration side effects)
+from dllm_eval.schedulers import (  # noqa: F401  (registration side effects)
+    adaptive,
+    dream,
+    drs,
+    drs_v2,
+    eb_sampler,
+    fast_dllm,
+    hierarchy,
+    klass,
+    llada,
+)
 from dllm_eval.schedulers.base import GenerationOutput
 from dllm_eval.schedulers.registry import SCHEDULERS, Scheduler, get_scheduler, param_fields
 

@@ -99,6 +99,9 @@ class BlockRunner:
         self.propose_kwargs = dict(propose_kwargs or {})
         self.stop_at_eos = stop_at_eos
         self.model_kwargs = dict(model_kwargs or {})
+        # (row indices, logits) of the last forward, for rules that read the whole distribution
+        # (entropy, KL), not just the proposal a `select` gets
+        self.last: tuple[Tensor, Tensor] | None = None
 
     @property
     def family(self) -> str | None:
@@ -138,6 +141,7 @@ class BlockRunner:
             window_size = end - start
         state.trace.forward(active)
         self.stats.record(rows.cpu(), window_size)
+        self.last = (rows, logits)
         return logits
 
     def propose(self, logits: Tensor, active: Tensor, start: int, end: int) -> Proposal:

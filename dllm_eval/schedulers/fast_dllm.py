@@ -53,7 +53,7 @@ from dllm_eval.schedulers.base import (
     select_quota,
     select_threshold,
 )
-from dllm_eval.schedulers.blocks import CACHE_MODES, BlockRunner
+from dllm_eval.schedulers.blocks import BlockRunner
 from dllm_eval.schedulers.registry import Scheduler, register, register_variant
 
 
@@ -73,8 +73,6 @@ class FastDLLMParams(CommonParams):
             raise UserError(f"rules must be auto, llada or dream, got {self.rules!r}")
         if self.align not in ("auto", "fastdllm", "exact"):
             raise UserError(f"align must be auto, fastdllm or exact, got {self.align!r}")
-        if self.cache not in CACHE_MODES:
-            raise UserError(f"cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
         steps = self.total_steps
         if steps <= 0 or steps % self.num_blocks:
             raise UserError(f"steps={steps} must be a positive multiple of the number of blocks ({self.num_blocks})")
@@ -97,9 +95,6 @@ class FastDLLMParams(CommonParams):
 @register("fast_dllm", "Fast-dLLM v1: block KV cache (none/prefix/dual) + threshold/factor parallel decoding")
 class FastDLLM(Scheduler):
     Params = FastDLLMParams
-
-    def cache_mode(self) -> str:
-        return self.params.cache
 
     def decode(self, runner: BlockRunner) -> None:
         p, state = self.params, runner.state

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from dllm_eval.errors import UserError
 from dllm_eval.schedulers.base import CommonParams, DecodeState, DiffusionModel, GenerationOutput
-from dllm_eval.schedulers.blocks import BlockRunner
+from dllm_eval.schedulers.blocks import CACHE_MODES, BlockRunner
 from dllm_eval.settings import coerce
 
 
@@ -30,10 +30,13 @@ class Scheduler:
     def __init__(self, params: CommonParams) -> None:
         params.validate()
         self.params = params
+        if self.cache_mode() not in CACHE_MODES:
+            raise UserError(f"cache must be one of {', '.join(CACHE_MODES)}, got {self.cache_mode()!r}")
 
     def cache_mode(self) -> str:
-        """The KV cache the shared block loop keeps for this method: none, prefix or dual."""
-        return "dual"
+        """The KV cache the shared block loop keeps for this method: none, prefix or dual (the
+        method's `cache` parameter where it has one, else dual)."""
+        return getattr(self.params, "cache", "dual")
 
     def decode(self, run: BlockRunner) -> None:
         """Decode `run.state`'s canvas in place; `run` is the shared block loop (model, cache, trace)."""
