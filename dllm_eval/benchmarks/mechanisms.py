@@ -79,8 +79,9 @@ def _digest(tokens: list[int]) -> str:
     return hashlib.sha1(json.dumps(tokens).encode()).hexdigest()[:16]
 
 
-def run_probe(front: Any, probe: str, limit: int | None, batch_size: int) -> dict[str, Any]:
-    """Decode and score the probe's documents with every rung; per-document tokens, NFE, verdict."""
+def run_probe(front: Any, probe: str, limit: int | None, batch_size: int, score: bool = True) -> dict[str, Any]:
+    """Decode (and score) the probe's documents with every rung; per-document tokens, NFE, verdict.
+    `score=False` leaves `correct` empty for `--rescore` where the sandbox runs."""
     from dllm_eval.synth.evaluate import TASKS, decode_docs, score_docs
 
     spec = PROBES[probe]
@@ -90,11 +91,12 @@ def run_probe(front: Any, probe: str, limit: int | None, batch_size: int) -> dic
     for label, config in spec["rungs"]:
         started = time.perf_counter()
         run = decode_docs(front, spec["task"], docs, config, batch_size)
-        ok = score_docs(spec["task"], docs, run["texts"])
-        rungs[label] = {"config": config, "correct": [bool(x) for x in ok], "nfe": run["nfe"],
+        ok = score_docs(spec["task"], docs, run["texts"]) if score else None
+        rungs[label] = {"config": config, "correct": None if ok is None else [bool(x) for x in ok], "nfe": run["nfe"],
                         "digest": [_digest(t) for t in run["tokens"]], "responses": run["texts"],
                         "wall_s": round(time.perf_counter() - started, 1)}
-        print(f"  {label:28s} acc={sum(ok) / len(ok):.3f} nfe={sum(run['nfe']) / len(docs):.2f} "
+        acc = "unscored" if ok is None else f"{sum(ok) / len(ok):.3f}"
+        print(f"  {label:28s} acc={acc} nfe={sum(run['nfe']) / len(docs):.2f} "
               f"({rungs[label]['wall_s']} s)", file=sys.stderr, flush=True)
     return {"probe": probe, "task": spec["task"], "reference": spec["reference"], "n": len(docs),
             "tiers": [int(d["tier"]) for d in docs], "prompts": [module.doc_to_text(d) for d in docs],
@@ -133,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probe", choices=sorted(PROBES), action="append")
     parser.add_argument("--summarize", nargs="+", metavar="JSON")
+    parser.add_argument("--rescore", nargs="+", metavar="JSON", help="score saved unscored probes in place")
+    parser.add_argument("--no-score", action="store_true", help="decode only (score later with --rescore)")
     parser.add_argument("--show", type=int, default=0, help="discordant documents to print per rung")
     parser.add_argument("--model", default=str(Path(__file__).resolve().parents[1] / "assets" / "tiny_llada"))
     parser.add_argument("--device", default="cpu")
@@ -140,6 +144,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", default=None, help="JSON file (one probe) or folder (several)")
     args = parser.parse_args(argv)
+    if args.rescore:
+        from dllm_eval.synth.evaluate import TASKS, score_docs
+
+        for path in args.rescore:
+            result = json.loads(Path(path).read_text())
+            docs = TASKS[result["task"]].test_docs()[:result["n"]]
+            for rung in result["rungs"].values():
+                if rung["correct"] is None:
+                    rung["correct"] = [bool(x) for x in score_docs(result["task"], docs, rung["responses"])]
+            Path(path).write_text(json.dumps(result) + "\n")
+            print(summarize(result, args.show))
+        return 0
     if args.summarize:
         for path in args.summarize:
             print(summarize(json.loads(Path(path).read_text()), args.show))
@@ -154,8 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     front = load_front_end(args.model, device=args.device, dtype=torch.float32, chat=False)
     for probe in args.probe:
         print(f"probe {probe}", file=sys.stderr)
-        result = run_probe(front, probe, args.limit, args.batch_size)
-        print(summarize(result))
+        result = run_probe(front, probe, args.limit, args.batch_size, score=not args.no_score)
+        if not args.no_score:
+            print(summarize(result))
         if args.out:
             out = Path(args.out)
             path = out if out.suffix == ".json" else out / f"{probe}.json"

@@ -101,26 +101,46 @@ def score_docs(task: str, docs: list[dict], texts: list[str]) -> list[bool]:
     return [r.passed for r in run_many(jobs)]
 
 
-def evaluate(front: Any, task: str, docs: list[dict], spec: str, batch_size: int) -> dict[str, Any]:
-    """Decode and score every doc with one scheduler config; accuracy per tier, NFE and throughput."""
+def evaluate(front: Any, task: str, docs: list[dict], spec: str, batch_size: int, score: bool = True) -> dict[str, Any]:
+    """Decode (and score) every doc with one scheduler config; accuracy per tier, NFE and throughput.
+
+    `score=False` keeps the responses unscored (`correct` None): a GPU box without the sandbox's
+    system packages decodes, and `--rescore` scores the saved responses where the sandbox runs."""
     module = TASKS[task]
     run = decode_docs(front, task, docs, spec, batch_size)
-    texts, nfes, wall = run["texts"], run["nfe"], run["wall_s"]
-    ok = score_docs(task, docs, texts)
-    params = dataclasses.asdict(run["params"])
-    tiers = sorted({int(d["tier"]) for d in docs})
+    wall = run["wall_s"]
+    result = {
+        "task": task, "config": spec, "params": dataclasses.asdict(run["params"]), "n": len(docs),
+        "batch_size": batch_size, "nfe": sum(run["nfe"]) / len(docs), "nfe_per_doc": run["nfe"],
+        "tier_of_doc": [int(d["tier"]) for d in docs],
+        "wall_s": round(wall, 2), "canvas_tokens_per_s": round(len(docs) * module.GEN_LENGTH / wall, 1),
+        "non_eos_tokens_per_s": round(sum(run["gen_tokens"]) / wall, 1),
+        "correct": None, "responses": run["texts"],
+    }
+    return add_scores(result, docs) if score else result
+
+
+def add_scores(result: dict[str, Any], docs: list[dict]) -> dict[str, Any]:
+    """Score a result's responses; fill `correct`, `acc` and the per-tier table."""
+    ok = score_docs(result["task"], docs, result["responses"])
+    nfes = result["nfe_per_doc"]
     per_tier = {}
-    for t in tiers:
+    for t in sorted({int(d["tier"]) for d in docs}):
         rows = [i for i, d in enumerate(docs) if int(d["tier"]) == t]
         per_tier[str(t)] = {"n": len(rows), "acc": sum(ok[i] for i in rows) / len(rows),
                             "nfe": sum(nfes[i] for i in rows) / len(rows)}
-    return {
-        "task": task, "config": spec, "params": params, "n": len(docs), "batch_size": batch_size,
-        "acc": sum(ok) / len(ok), "nfe": sum(nfes) / len(nfes), "tiers": per_tier,
-        "wall_s": round(wall, 2), "canvas_tokens_per_s": round(len(docs) * module.GEN_LENGTH / wall, 1),
-        "non_eos_tokens_per_s": round(sum(run["gen_tokens"]) / wall, 1),
-        "correct": [bool(x) for x in ok], "responses": texts,
-    }
+    return {**result, "acc": sum(ok) / len(ok), "tiers": per_tier, "correct": [bool(x) for x in ok]}
+
+
+def rescore(path: Path) -> list[dict[str, Any]]:
+    """Score the unscored results of a saved JSON file in place (see `evaluate(score=False)`)."""
+    data = json.loads(path.read_text())
+    for i, res in enumerate(data["results"]):
+        if res.get("correct") is None:
+            docs = TASKS[res["task"]].test_docs()[:res["n"]]
+            data["results"][i] = add_scores(res, docs)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return data["results"]
 
 
 def summarize(results: list[dict[str, Any]]) -> str:
@@ -156,6 +176,10 @@ def summarize(results: list[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
+    if argv and argv[0] == "--rescore":  # python -m dllm_eval.synth.evaluate --rescore A.json [B.json ...]
+        for path in argv[1:]:
+            print(summarize(rescore(Path(path))))
+        return 0
     if argv and argv[0] == "--summarize":  # python -m dllm_eval.synth.evaluate --summarize A.json [B.json ...]
         results = [r for path in argv[1:] for r in json.loads(Path(path).read_text())["results"]]
         print(summarize(results))
@@ -169,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", default=None, help="JSON file for the results (responses included)")
+    parser.add_argument("--no-score", action="store_true", help="decode only; score later with --rescore")
     args = parser.parse_args(argv)
 
     import torch
@@ -185,11 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         docs = TASKS[task].test_docs()[:args.limit]
         for spec in args.config or DEFAULT_CONFIGS:
             t0 = time.perf_counter()
-            res = evaluate(front, task, docs, spec, args.batch_size)
+            res = evaluate(front, task, docs, spec, args.batch_size, score=not args.no_score)
             res["elapsed_s"] = round(time.perf_counter() - t0, 1)
             results.append(res)
-            tiers = " ".join(f"t{k}={v['acc']:.3f}/{v['nfe']:.1f}" for k, v in res["tiers"].items())
-            print(f"{task:10s} {spec:40s} acc={res['acc']:.3f} nfe={res['nfe']:.2f} {tiers} "
+            tiers = " ".join(f"t{k}={v['acc']:.3f}/{v['nfe']:.1f}" for k, v in res.get("tiers", {}).items())
+            acc = "unscored" if res["correct"] is None else f"{res['acc']:.3f}"
+            print(f"{task:10s} {spec:40s} acc={acc} nfe={res['nfe']:.2f} {tiers} "
                   f"({res['elapsed_s']}s, {res['canvas_tokens_per_s']} tok/s)", flush=True)
             if args.out:  # after every config, so an interrupted sweep keeps what it measured
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
