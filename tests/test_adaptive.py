@@ -319,3 +319,37 @@ def test_real_model_padded_batch_equals_rows_alone(name):
         assert torch.equal(together.tokens[i], alone.tokens[0]), f"row {i}"
         assert together.traces[i]["nfe"] == alone.traces[0]["nfe"]
         assert together.traces[i]["metrics"] == alone.traces[0]["metrics"]
+
+
+# -- taking the tiered cache apart (mechanism knobs) -------------------------------------------------
+
+
+def test_tiered_cache_with_every_piece_fresh_equals_adaptive_static_token_for_token():
+    """interval 1 + every finished block promoted + prompt and suffix refreshed at each block start
+    is exactly the dual cache's block-start full forward: same tokens, same NFE, any batch."""
+    from tests.helpers import assert_batch_equals_rows_alone, peaky_model, random_prompt
+
+    model = peaky_model(seed=3)
+    fresh = dict(tier2_update_interval=1, tier2_stability_threshold=0.0, tier1_refresh=True, suffix_refresh="block")
+    kw = dict(gen_length=48, base_block_size=16, min_block_size=8, base_confidence_threshold=0.8)
+    differ = 0
+    for seed in range(4):
+        x = random_prompt(10, seed=seed)
+        a = get_scheduler("tiered_cache", **kw, **fresh).generate(model, x)
+        b = get_scheduler("adaptive_static", **kw).generate(model, x)
+        assert a.tokens.tolist() == b.tokens.tolist()
+        assert a.traces[0]["nfe"] == b.traces[0]["nfe"]
+        stale = get_scheduler("dual_stale_suffix", **kw).generate(model, x)
+        differ += stale.tokens.tolist() != b.tokens.tolist()
+    assert differ, "a stale masked suffix must change some decode on a peaked model"
+    assert_batch_equals_rows_alone(get_scheduler("dual_stale_suffix", **kw), model)
+
+
+def test_suffix_refresh_never_keeps_the_first_forwards_kv_for_the_masked_suffix():
+    out, _ = run("tiered_cache", const(0.95, 64), 64, tier2_update_interval=1, tier2_stability_threshold=0.0,
+                 tier1_refresh=True, suffix_refresh="never")
+    refreshes = events(out.traces[0], "cache_refresh")
+    assert all(e.get("suffix", [0, 0])[1] - e.get("suffix", [0, 0])[0] == 0 for e in refreshes if e["tier"] == 2)
+    assert any(e["tier"] == 1 and e["reason"] == "tier1_refresh" for e in refreshes)
+    with pytest.raises(UserError, match="suffix_refresh must be one of"):
+        get_scheduler("tiered_cache", suffix_refresh="sometimes")

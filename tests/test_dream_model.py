@@ -227,9 +227,27 @@ def test_unsupported_config_is_refused():
 
 
 @pytest.mark.gpu
-def test_bf16_gpu_forward_close_to_fp32():
+def test_bf16_gpu_forward_is_as_close_to_fp32_as_the_reference_code_in_bf16():
+    """bf16 fidelity: our bf16 logits are no further from the fp32 forward (relative L2, top-1
+    agreement) than the published code's computation in bf16 (the naive oracle run on bf16
+    weights), on the same weights. A random peaked model is chaotic in bf16, so an absolute bar
+    would test the weights, not the code."""
+    from tests.reference_dream import naive_forward, shift
+
     m = peaky_dream(dtype=torch.float32).cuda()
     x = prompt(64, seed=8).cuda()
-    ref = m(x)
-    out = m.to(torch.bfloat16)(x).float()
-    assert (out.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
+    ref = m(x).double()
+    ours = m.to(torch.bfloat16)(x).double()
+    sd = {k: v.to(torch.bfloat16) for k, v in m.state_dict().items()}
+    theirs = shift(naive_forward(sd, m.config, x)[0]).double()
+
+    def rel(a):
+        return float((a - ref).norm() / ref.norm())
+
+    def agree(a):
+        return float((a.argmax(-1) == ref.argmax(-1)).double().mean())
+
+    print(f"bf16 vs fp32: ours rel L2 {rel(ours):.4f} top-1 {agree(ours):.3f}; "
+          f"reference code rel L2 {rel(theirs):.4f} top-1 {agree(theirs):.3f}")
+    assert rel(ours) <= 1.1 * rel(theirs) + 1e-3
+    assert agree(ours) >= agree(theirs) - 0.02

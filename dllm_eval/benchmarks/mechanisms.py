@@ -66,6 +66,7 @@ PROBES: dict[str, dict[str, Any]] = {
             ("fast_dllm_dual", "fast_dllm:cache=dual,threshold=0.9"),
             ("drs", "drs"),
             ("drs_uniform", "drs_uniform"),
+            ("drs_coarse", "drs_coarse"),
             ("fast_dllm_quota_27", "fast_dllm:cache=dual,threshold=none,steps=27"),
             ("fast_dllm_quota_27_nocache", "fast_dllm:cache=none,threshold=none,steps=27"),
             ("llada_27", "llada:steps=27"),

@@ -71,6 +71,16 @@ confidence). `memory_efficiency_mode` is accepted for the seed's API and recorde
 metrics; it has no effect here, because the KV cache is one preallocated canvas-sized tensor and
 nothing it stores can be dropped.
 
+Two knobs take the tiered cache apart (for mechanism checks; the seed's behaviour is the
+default): `suffix_refresh` says when the still-masked suffix is recomputed (``tier2``: with the
+scheduled tier-2 refresh; ``block``: at every block's first step, as the dual cache does;
+``never``: it keeps the first forward's KV) and `tier1_refresh` recomputes the prompt at every
+block's first step. With ``tier2_update_interval=1, tier2_stability_threshold=0,
+tier1_refresh=true, suffix_refresh=block`` every piece is fresh again and the decoder equals
+`adaptive_static` token for token (tested). The variant `dual_stale_suffix` is the one piece that
+carries the tiered cache's gain on synth_code (results/mechanisms/README.md): Fast-dLLM's dual
+cache in every respect except that the masked suffix is never recomputed after the first forward.
+
 Trace, per row: events ``block`` (start, end, size, mean confidence, steps, tier), ``block_size``
 (the decision: recent confidence, previous and chosen size, up/down/hold), ``tau`` (old, new,
 entropy), ``cache_refresh`` (tier, reason, positions) and ``eos_fill``; metrics: the seed's
@@ -441,3 +451,7 @@ register_variant("tiered_cache", Adaptive, "Adaptive scheduling ablation: tiered
 register_variant("adaptive_static", Adaptive,
                  "Adaptive scheduling with every component off (Fast-dLLM dual cache, B=16, tau=0.8)",
                  enable_dynamic_block=False, enable_adaptive_threshold=False, enable_tiered_cache=False)
+register_variant("dual_stale_suffix", Adaptive,
+                 "Dual cache whose masked suffix keeps the first forward's KV (the tiered cache's one active piece)",
+                 enable_dynamic_block=False, enable_adaptive_threshold=False, enable_tiered_cache=True,
+                 tier2_update_interval=1, tier2_stability_threshold=0.0, tier1_refresh=True, suffix_refresh="never")

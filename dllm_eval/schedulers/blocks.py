@@ -65,17 +65,20 @@ class CacheStats:
 
     def __init__(self, state: DecodeState) -> None:
         mask = state.attention_mask
+        self.mask = None if mask is None else mask.bool().cpu()
         self.real = (torch.full((state.batch,), state.length, dtype=torch.long) if mask is None
                      else mask.sum(dim=1).long().cpu())
         self.attended = torch.zeros(state.batch, dtype=torch.long)
         self.served = torch.zeros(state.batch, dtype=torch.long)
 
-    def record(self, rows: Sequence[int] | Tensor, window_size: int | None) -> None:
-        """A call for `rows`; `window_size=None` means a full forward (nothing served)."""
+    def record(self, rows: Sequence[int] | Tensor, window: Tensor | None) -> None:
+        """A call for `rows` over canvas positions `window`; None means a full forward (nothing
+        served). Padding positions in a window are neither attended nor recomputed for a row."""
         for r in (rows.tolist() if isinstance(rows, Tensor) else rows):
             self.attended[r] += self.real[r]
-            if window_size is not None:
-                self.served[r] += self.real[r] - window_size
+            if window is not None:
+                fresh = len(window) if self.mask is None else int(self.mask[r, window.cpu()].sum())
+                self.served[r] += self.real[r] - fresh
 
     def hit_rate(self, row: int) -> float:
         return float(self.served[row]) / max(1, int(self.attended[row]))
@@ -123,24 +126,20 @@ class BlockRunner:
         if first or self.cache is None:
             logits = forward_rows(self.model, state, self.cache, rows, None, "window", slice(start, end),
                                   **self.model_kwargs)
-            window_size = None
         elif window is not None:
             lo = int((window == start).nonzero()[0])
             logits = forward_rows(self.model, state, self.cache, rows, window, "cache", slice(lo, lo + end - start),
                                   **self.model_kwargs)
-            window_size = len(window)
         elif self.mode == "prefix":
             window = torch.arange(start, state.length, device=state.canvas.device)
             logits = forward_rows(self.model, state, self.cache, rows, window, "prefix", slice(0, end - start),
                                   write=False, **self.model_kwargs)
-            window_size = state.length - start
         else:
             window = torch.arange(start, end, device=state.canvas.device)
             logits = forward_rows(self.model, state, self.cache, rows, window, "cache", slice(0, end - start),
                                   **self.model_kwargs)
-            window_size = end - start
         state.trace.forward(active)
-        self.stats.record(rows.cpu(), window_size)
+        self.stats.record(rows.cpu(), None if first or self.cache is None else window)
         self.last = (rows, logits)
         return logits
 

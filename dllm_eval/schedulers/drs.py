@@ -205,3 +205,5 @@ class DRS(Scheduler):
 
 register_variant("drs_uniform", DRS, "DRS control: refinement budget split equally among ambiguous blocks",
                  allocation="uniform")
+register_variant("drs_coarse", DRS, "DRS ablation: the coarse pass alone (t_base quota steps per block, no refinement)",
+                 refine_budget=0)
