@@ -57,6 +57,32 @@ PROBES: dict[str, dict[str, Any]] = {
                                   "tier1_refresh=true,suffix_refresh=never"),
         ],
     },
+    # eb_sampler (paper setting: no blocks) scores 82% on synth_code at 2.3 NFE, against LLaDA's
+    # 60% at 96: is it the entropy rule, or decoding the whole canvas as one block?
+    "eb_sampler": {
+        "task": "synth_code",
+        "reference": "fast_dllm_dual",
+        "rungs": [
+            ("fast_dllm_dual", "fast_dllm:cache=dual,threshold=0.9"),
+            ("eb_no_blocks", "eb_sampler"),
+            ("eb_blocks32", "eb_sampler:semi_ar=true"),
+            ("fast_dllm_no_blocks", "fast_dllm:cache=dual,threshold=0.9,block_length=96"),
+            ("fast_dllm_no_blocks_nocache", "fast_dllm:cache=none,threshold=0.9,block_length=96"),
+            ("llada_no_blocks", "llada:block_length=96"),
+            ("llada_blocks32", "llada"),
+        ],
+    },
+    "eb_sampler_math": {
+        "task": "synth_math",
+        "reference": "fast_dllm_dual",
+        "rungs": [
+            ("fast_dllm_dual", "fast_dllm:cache=dual,threshold=0.9"),
+            ("eb_no_blocks", "eb_sampler"),
+            ("eb_blocks32", "eb_sampler:semi_ar=true"),
+            ("fast_dllm_no_blocks", "fast_dllm:cache=dual,threshold=0.9,block_length=64"),
+            ("llada_no_blocks", "llada:block_length=64"),
+        ],
+    },
     # drs spends 3.45x the baseline's NFE; does its gain come from *where* it spends them, or
     # just from committing fewer tokens per step? Same-budget controls answer that.
     "drs": {
