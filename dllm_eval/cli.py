@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("dllm_eval.analysis.cli", "write report.md and figures for a run directory"),
     "eval-all": ("dllm_eval.matrix", "run the schedulers x tasks x seeds matrix through lm_eval, then report"),
     "train-tiny": ("dllm_eval.train", "train the small embedded LLaDA-format model"),
+    "timing": ("dllm_eval.timing", "interleaved, paired tokens/s of several configurations on the same batches"),
     "lm-eval": ("dllm_eval.lm_eval_cli", "lm_eval's own CLI (same arguments), indexing only --include_path when it has every task"),
 }
 

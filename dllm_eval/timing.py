@@ -1,0 +1,202 @@
+"""`dllm-eval timing`: interleaved, paired throughput measurements of several configurations.
+
+Why a separate pass: accuracy comes from independent lm_eval runs, but their timings are taken
+minutes apart, so machine drift (another process, a throttled CPU, a GPU clocking down) lands
+on one configuration and not the other. On the project's 2-core CPU the baseline run twice
+measured 0.85x its own throughput. Here one process decodes the *same batches* with every
+configuration, in an order that rotates from batch to batch (batch i starts with configuration
+i mod K), after one untimed warm-up batch per configuration. Each batch then gives a paired
+ratio, and drift that lasts longer than one batch cancels in the ratio.
+
+The prompts, stop strings and generation lengths are the lm-eval task's own: requests are built
+by lm-eval's task manager (`--include_path tasks`), rendered and decoded by the same front end
+as the `dllm_adaptive` adapter. Output: one JSON file with a row per (task, batch, configuration)
+(wall time, non-EOS tokens of the kept answers, NFE, documents), read by the report; and a table
+of tokens/s ratios against the baseline with paired bootstrap intervals over batches.
+
+    dllm-eval timing --schedulers fast_dllm_dual_t0.9,fast_dllm_dual_t0.9_AA,adaptive --tasks synth_math \\
+        --limit 160 --batch 8 --out results/<run>/timing.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from dllm_eval.errors import UserError
+
+TIMING_FILE = "timing.json"
+
+
+@dataclass
+class TimedBatch:
+    """One configuration's decode of one batch: the unit of every paired timing comparison."""
+
+    task: str
+    batch: int
+    label: str
+    position: int  # where in this batch's rotation the configuration ran (0 = first)
+    wall_s: float
+    gen_tokens: int
+    nfe: int
+    docs: list[int]
+
+
+def rotation(labels: list[str], batch: int) -> list[str]:
+    """The order configurations decode batch `batch`: a cyclic shift, so each configuration runs
+    first, second, ... equally often and a slow start or a drifting clock is shared out."""
+    k = batch % len(labels)
+    return labels[k:] + labels[:k]
+
+
+def canvas_length(max_gen_toks: int, block_length: int | None, fixed: int | None = None) -> int:
+    """The adapter's rule: `max_gen_toks` rounded up to a whole block, unless gen_length is fixed."""
+    if fixed:
+        return int(fixed)
+    unit = block_length or 1
+    return unit * max(1, math.ceil(max_gen_toks / unit))
+
+
+def build_requests(task: str, include_path: str | None, limit: int) -> list[tuple[int, str, dict]]:
+    """(doc_id, context, gen_kwargs) of a generate_until task's first `limit` documents, as lm-eval builds them."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=include_path) if include_path else TaskManager()
+    tasks = manager.load([task])["tasks"]
+    if task not in tasks:
+        raise UserError(f"timing: {task} is a group; name its tasks one by one ({', '.join(tasks)})")
+    obj = tasks[task]
+    obj.build_all_requests(limit=limit, rank=0, world_size=1)
+    out = []
+    for inst in obj.instances:
+        if inst.request_type != "generate_until":
+            raise UserError(f"timing: {task} has {inst.request_type} requests; only generate_until tasks are timed")
+        if inst.repeats and inst.idx == 0:
+            out.append((int(inst.doc_id), inst.args[0], dict(inst.args[1])))
+    return out
+
+
+def interleaved_timing(front: Any, requests: dict[str, list[tuple[int, str, dict]]],
+                       configs: dict[str, tuple[str, dict[str, Any]]], batch_size: int,
+                       progress: Any = None) -> list[TimedBatch]:
+    """Decode every task's batches with every configuration in rotating order; one row per decode."""
+    import torch
+
+    from dllm_eval.schedulers import get_scheduler
+
+    labels = list(configs)
+    rows: list[TimedBatch] = []
+    for task, reqs in requests.items():
+        batches = [reqs[i:i + batch_size] for i in range(0, len(reqs), batch_size)]
+        built = {}
+        for label, (name, params) in configs.items():
+            block = get_scheduler(name, **params).params.block_length
+            gen_length = canvas_length(int(batches[0][0][2].get("max_gen_toks", 256)), block, params.get("gen_length"))
+            built[label] = get_scheduler(name, **{**params, "gen_length": gen_length})
+        stops = list(batches[0][0][2].get("until") or [])
+        for label in labels:  # warm-up: allocator, kernels, caches; not timed
+            front.generate([c for _, c, _ in batches[0]], built[label], stops)
+        for b, batch in enumerate(batches):
+            contexts = [c for _, c, _ in batch]
+            for position, label in enumerate(rotation(labels, b)):
+                generator = torch.Generator(device=front.model.device).manual_seed(b)
+                started = time.perf_counter()
+                decoded = front.generate(contexts, built[label], stops, generator=generator)
+                wall = time.perf_counter() - started
+                rows.append(TimedBatch(task, b, label, position, wall, sum(decoded.gen_tokens),
+                                       sum(t["nfe"] for t in decoded.output.traces), [d for d, _, _ in batch]))
+                if progress is not None:
+                    progress.update(1)
+    return rows
+
+
+def paired_throughput(rows: list[TimedBatch], label: str, baseline: str, task: str | None = None) -> Any:
+    """Tokens/s of `label` over `baseline`, paired by batch (`stats.paired_ratio`, batches as units)."""
+    from dllm_eval.analysis.stats import paired_ratio
+
+    def pick(lab: str) -> dict[tuple[str, int], TimedBatch]:
+        return {(r.task, r.batch): r for r in rows if r.label == lab and (task is None or r.task == task)}
+
+    a, b = pick(label), pick(baseline)
+    keys = sorted(a.keys() & b.keys())
+    return paired_ratio([a[k].gen_tokens for k in keys], [b[k].gen_tokens for k in keys],
+                        [a[k].wall_s for k in keys], [b[k].wall_s for k in keys])
+
+
+def summary_table(rows: list[TimedBatch], baseline: str) -> str:
+    """Markdown: per task and pooled, each configuration's tokens/s and its paired ratio to the baseline."""
+    tasks = list(dict.fromkeys(r.task for r in rows))
+    labels = list(dict.fromkeys(r.label for r in rows))
+    lines = ["| task | configuration | batches | tokens/s | ratio to baseline [95% CI] |", "|---|---|---|---|---|"]
+    for task in [*tasks, None]:
+        for label in labels:
+            mine = [r for r in rows if r.label == label and (task is None or r.task == task)]
+            tps = sum(r.gen_tokens for r in mine) / max(1e-9, sum(r.wall_s for r in mine))
+            if label == baseline:
+                ratio = "baseline"
+            else:
+                res = paired_throughput(rows, label, baseline, task)
+                ratio = f"{res.statistic:.3f}x [{res.low:.3f}, {res.high:.3f}]"
+            lines.append(f"| {task or 'all (pooled)'} | `{label}` | {len(mine)} | {tps:.1f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_rows(rows: list[TimedBatch], path: Path, meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
+    tmp.replace(path)  # never a half-written file
+
+
+def read_rows(path: Path) -> tuple[dict[str, Any], list[TimedBatch]]:
+    data = json.loads(path.read_text())
+    return data["meta"], [TimedBatch(**r) for r in data["rows"]]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="checkpoint dir, hub id or embedded name (default: the embedded model)")
+    parser.add_argument("--schedulers", required=True,
+                        help="comma-separated configuration labels from the matrix config; the first is the baseline")
+    parser.add_argument("--tasks", default="synth_math,synth_code")
+    parser.add_argument("--include-path", default="tasks")
+    parser.add_argument("--config", help="matrix config YAML (default: the shipped eval_matrix.yaml)")
+    parser.add_argument("--limit", type=int, default=64, help="documents per task")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", help="JSON file for the timed batches")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from dllm_eval.frontend import load_front_end
+    from dllm_eval.matrix_config import load_matrix_config
+    from dllm_eval.models import EMBEDDED_MODEL_DIR
+
+    mf = load_matrix_config(args.config)
+    labels = mf.expand([x.strip() for x in args.schedulers.split(",") if x.strip()])
+    if len(labels) < 2:
+        raise UserError("--schedulers needs a baseline and at least one configuration to compare")
+    common = mf.settings.get("common_params") or {}
+    configs = {lab: (mf.configs[lab].scheduler, {**common, **mf.configs[lab].params}) for lab in labels}
+    if args.limit < 1 or args.batch < 1:
+        raise UserError("--limit and --batch must be positive")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    front = load_front_end(args.model or EMBEDDED_MODEL_DIR, device=device)
+    requests = {t: build_requests(t, args.include_path, args.limit) for t in args.tasks.split(",") if t}
+    total = sum(math.ceil(len(r) / args.batch) for r in requests.values()) * len(configs)
+    with tqdm(total=total, desc="timing (interleaved)") as bar:
+        rows = interleaved_timing(front, requests, configs, args.batch, progress=bar)
+    meta = {"baseline": labels[0], "labels": labels, "batch": args.batch, "limit": args.limit,
+            "device": str(front.model.device), "dtype": str(front.model.dtype).removeprefix("torch."),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if args.out:
+        write_rows(rows, Path(args.out), meta)
+    print(summary_table(rows, labels[0]))
+    return 0

@@ -1,0 +1,61 @@
+"""The interleaved timing pass: rotation, pairing by batch, and an end-to-end run on the embedded model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dllm_eval.timing import TimedBatch, canvas_length, paired_throughput, read_rows, rotation, summary_table, write_rows
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_rotation_puts_every_configuration_first_equally_often():
+    labels = ["a", "b", "c"]
+    orders = [rotation(labels, b) for b in range(6)]
+    assert orders[:3] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+    for label in labels:
+        assert sorted(o.index(label) for o in orders) == [0, 0, 1, 1, 2, 2]
+
+
+def test_canvas_length_rounds_up_to_whole_blocks():
+    assert canvas_length(100, 32) == 128 and canvas_length(64, 32) == 64 and canvas_length(1, 32) == 32
+    assert canvas_length(100, None) == 100 and canvas_length(100, 32, fixed=48) == 48
+
+
+def test_paired_throughput_cancels_drift_shared_by_a_batch():
+    """A machine that slows down batch by batch slows both sides of each pair: the paired ratio
+    stays at the true 1.25x, where comparing run totals taken at different times would not."""
+    rows = []
+    for b in range(30):
+        drift = 1.0 + 0.05 * b
+        rows.append(TimedBatch("t", b, "base", b % 2, 1.0 * drift, 100, 10, [b]))
+        rows.append(TimedBatch("t", b, "fast", 1 - b % 2, 0.8 * drift, 100, 8, [b]))
+    res = paired_throughput(rows, "fast", "base")
+    assert res.statistic == pytest.approx(1.25, rel=1e-9)
+    assert res.low == pytest.approx(1.25, rel=1e-6) and res.high == pytest.approx(1.25, rel=1e-6)
+    assert "1.250x" in summary_table(rows, "base")
+
+
+@pytest.mark.slow
+def test_interleaved_timing_end_to_end_on_the_embedded_model(tmp_path):
+    from dllm_eval.frontend import load_front_end
+    from dllm_eval.models import EMBEDDED_MODEL_DIR
+    from dllm_eval.timing import build_requests, interleaved_timing
+
+    front = load_front_end(EMBEDDED_MODEL_DIR, device="cpu")
+    requests = {"synth_math": build_requests("synth_math", str(REPO / "tasks" / "synth"), 6)}
+    assert [d for d, _, _ in requests["synth_math"]] == list(range(6))
+    configs = {"base": ("fast_dllm", {"threshold": 0.9}), "aa": ("fast_dllm", {"threshold": 0.9}),
+               "t03": ("fast_dllm", {"threshold": 0.3})}
+    rows = interleaved_timing(front, requests, configs, batch_size=3)
+    assert len(rows) == 2 * 3
+    assert [r.label for r in rows if r.batch == 1] == ["aa", "t03", "base"]  # rotated
+    by = {(r.batch, r.label): r for r in rows}
+    assert all(by[(b, "aa")].gen_tokens == by[(b, "base")].gen_tokens for b in (0, 1))  # same decode
+    assert sum(by[(b, "t03")].nfe for b in (0, 1)) < sum(by[(b, "base")].nfe for b in (0, 1))
+    path = tmp_path / "timing.json"
+    write_rows(rows, path, {"baseline": "base"})
+    meta, back = read_rows(path)
+    assert meta["baseline"] == "base" and back == rows
