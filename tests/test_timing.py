@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from dllm_eval.timing import TimedBatch, canvas_length, paired_throughput, read_rows, rotation, summary_table, write_rows
+from dllm_eval.timing import (
+    TimedBatch,
+    canvas_length,
+    paired_throughput,
+    read_rows,
+    rotation,
+    summary_table,
+    write_rows,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
