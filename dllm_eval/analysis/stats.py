@@ -41,6 +41,7 @@ __all__ = [
     "mcnemar_power",
     "mde_mcnemar",
     "mde_normal",
+    "mde_ratio",
     "paired_bootstrap_diff_ci",
     "paired_difference",
     "paired_ratio",
@@ -543,9 +544,24 @@ class RatioResult:
     n: int
     n_excluded: int
     confidence_level: float
+    log_sd: float = math.nan  # sd of the per-unit log-ratios (ddof=1): what ``mde_ratio`` needs
 
     def confidence_interval(self) -> ConfidenceInterval:
         return ConfidenceInterval(self.low, self.high)
+
+
+def mde_ratio(log_sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8, direction: int = 1) -> float:
+    """Minimum detectable ratio effect, as a distance from 1x, from the spread of per-unit log-ratios.
+
+    Normal theory on the log scale (the scale of the Wilcoxon test's log-ratios): the detectable
+    log-ratio is (z_{1-alpha/2} + z_power) sd/sqrt(n); ``direction`` +1 returns exp(that) - 1 (a
+    gain, e.g. 0.10 for 1.10x), -1 returns 1 - exp(-that) (a saving, e.g. 0.09 for 0.91x). inf when
+    the spread is unknown.
+    """
+    if n <= 1 or not np.isfinite(log_sd):
+        return math.inf
+    m = (st.norm.ppf(1 - alpha / 2) + st.norm.ppf(power)) * log_sd / math.sqrt(n)
+    return float(math.expm1(m) if direction > 0 else -math.expm1(-m))
 
 
 def _group_sums(x: np.ndarray, inv: np.ndarray, k: int) -> np.ndarray:
@@ -622,7 +638,8 @@ def paired_ratio(
                 break
         else:
             lo = hi = ratio
-    return RatioResult(ratio, pval, lo, hi, med, int(lr.size), n_excl, confidence_level)
+    sd = float(np.std(lr, ddof=1)) if lr.size > 1 else math.nan
+    return RatioResult(ratio, pval, lo, hi, med, int(lr.size), n_excl, confidence_level, sd)
 
 
 # --------------------------------------------------------------------------------------------
