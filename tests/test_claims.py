@@ -197,3 +197,13 @@ def test_seed_claims_are_well_formed() -> None:
             assert C.claim_direction(c.claimed, c.null) in (-1, 1), c.text
         assert c.unit == ("batches" if c.measure == "tps_ratio" else "documents")
     assert sum(c.measure in C.INTERVAL_MEASURES for c in CLAIMS) == 16
+
+
+def test_ratio_mde_by_hand() -> None:
+    """sd of log-ratios 0.2 over 100 units at alpha 0.05, power 0.8: (1.95996 + 0.84162) * 0.02 on the log scale."""
+    from dllm_eval.analysis.stats import mde_ratio
+
+    m = (1.959964 + 0.841621) * 0.2 / 10
+    assert mde_ratio(0.2, 100) == pytest.approx(math.expm1(m), abs=1e-6)  # a gain: 1.0576x
+    assert mde_ratio(0.2, 100, direction=-1) == pytest.approx(-math.expm1(-m), abs=1e-6)  # a saving: 0.9455x
+    assert mde_ratio(math.nan, 100) == math.inf and mde_ratio(0.2, 1) == math.inf

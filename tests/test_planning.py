@@ -126,3 +126,13 @@ def test_cli_plan(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
                      (["plan", str(run_dir), "--discordance", "0.2", "--mde", "5"], "not both")):
         assert cli.main(bad) == 2
         assert msg in capsys.readouterr().err
+
+
+def test_fast_critical_values_equal_the_binomial_quantile_definition() -> None:
+    """stats._critical_values (used by every exact power) is the largest k with 2 P(Bin(m, 1/2) <= k) < alpha."""
+    for alpha in (0.05, 0.01, 0.05 / 80, 0.2, 1e-6):
+        for n in (0, 1, 5, 50, 2000):
+            m = np.arange(n + 1)
+            k = st.binom.ppf(alpha / 2, m, 0.5)
+            want = np.where(st.binom.cdf(k, m, 0.5) < alpha / 2, k, k - 1)
+            assert np.array_equal(stats._critical_values(n, alpha), want), (n, alpha)
