@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "random-checkpoint": ("dllm_eval.checkpoints", "write a random-weight checkpoint in LLaDA's on-disk format"),
     "exec-check": ("dllm_eval.scoring.cli", "run one program in the sandbox and print its verdict"),
     "report": ("dllm_eval.analysis.cli", "write report.md and figures for a run directory"),
+    "plan": ("dllm_eval.analysis.planning", "documents a paired comparison needs for a target MDE (from a run or a discordance)"),
     "eval-all": ("dllm_eval.matrix", "run the schedulers x tasks x seeds matrix through lm_eval, then report"),
     "train-tiny": ("dllm_eval.train", "train the small embedded LLaDA-format model"),
     "timing": ("dllm_eval.timing", "interleaved, paired tokens/s of several configurations on the same batches"),

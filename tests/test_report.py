@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dllm_eval import cli
+from dllm_eval.analysis import claims as C
 from dllm_eval.analysis import report
 from dllm_eval.analysis.claims import CLAIMS, judge
 from dllm_eval.analysis.loading import load_run
@@ -109,22 +110,97 @@ def test_seed_claims(summary: report.Summary) -> None:
     assert by_text["Ablation: dynamic block sizing, accuracy +3.2%"].verdict == "not run"
     assert by_text["Ablation: tiered cache, throughput +25%"].verdict == "not run"
     assert by_text["Long-sequence scaling +20-35%"].verdict == "not measured"
-    drs_nfe = by_text["DRS costs 1.3x the baseline's NFE"]
-    assert drs_nfe.verdict == "consistent" and drs_nfe.scheduler == "drs"
+    drs_nfe = by_text["DRS costs 1.3x the baseline's NFE"]  # synthetic truth 1.3x: a point claim is never "supported"
+    assert drs_nfe.verdict == C.INCONCLUSIVE and "contains the claimed point" in drs_nfe.reason
+    assert drs_nfe.scheduler == "drs" and drs_nfe.low < 1.3 < drs_nfe.high
+    assert drs_nfe.unit == "documents" and drs_nfe.n == 320
+    easy_drs = by_text["On easy items DRS's first pass alone costs more than the baseline"]  # open range (1, inf)
+    assert easy_drs.verdict == C.SUPPORTED and easy_drs.n == 80  # tier 1 only
     ident = by_text["Proportional and uniform allocation give identical outputs"]
-    assert ident.versus == "drs_uniform" and ident.verdict in ("consistent", "contradicted")
+    assert ident.versus == "drs_uniform" and ident.verdict in ("holds exactly", "fails")
     assert "identical" in ident.measured
     easy = by_text["Throughput on easy content +15-25%"]
-    assert "(tier 1)" in easy.measure and easy.verdict != "not run"
+    assert "(tier 1)" in easy.measure and easy.unit == "batches" and easy.n == 20  # 10 batches of 16 per task
+    assert easy.verdict in C.VERDICTS
+
+
+def test_claim_intervals_are_the_families_simultaneous_ones(summary: report.Summary) -> None:
+    """Claims are their own pre-registered family: m = every interval claim, intervals at 1 - alpha/m."""
+    f = summary.claims_family
+    assert f["m"] == sum(c.measure in C.INTERVAL_MEASURES for c in CLAIMS) == 16
+    assert f["confidence_level"] == pytest.approx(1 - 0.05 / 16)
+    row = next(c for c in summary.claims if c.text == "DRS costs 1.3x the baseline's NFE")
+    # a 95% interval on the same data is strictly inside the simultaneous one
+    narrow = next(r for r in summary.tasks[0].rows if r.label == "drs").ratios["nfe"]
+    assert row.high - row.low > narrow["high"] - narrow["low"]
+
+
+def _set_tps_ratio(root: Path, label: str, base: str, ratio: float) -> None:
+    """Make ``label``'s timings exactly ``base``'s divided by ``ratio`` (a known throughput effect)."""
+    for tr in (root / "raw" / label).rglob("traces_*.jsonl"):
+        btr = root / "raw" / base / tr.relative_to(root / "raw" / label)
+        brows = {(r["task"], r["doc_id"]): r for r in map(json.loads, btr.read_text().splitlines())}
+        rows = [json.loads(x) for x in tr.read_text().splitlines()]
+        for r in rows:
+            b = brows[(r["task"], r["doc_id"])]
+            r["gen_tokens"] = b["gen_tokens"]
+            r["batch_wall_s"] = b["batch_wall_s"] / ratio
+            r["latency_s"] = b["latency_s"] / ratio
+        tr.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def test_claim_verdicts_from_runs_with_known_effects(tmp_path: Path) -> None:
+    """Synthetic runs whose true effects put claims into every class of the decision table."""
+    configs = {
+        "base": BASE,
+        "adaptive": {"scheduler": "adaptive"},  # accuracy unchanged; timings set to exactly 1.08x below
+        "adaptive_block": {"scheduler": "adaptive_block"},
+        "adaptive_threshold": T03,  # the label the claim names, secretly the -15 pt degraded decoder
+        "drs_v2": {"scheduler": "drs_v2"},  # 0.95x NFE
+    }
+    root = write_fake_matrix_run(tmp_path / "run", configs, baseline="base", limit=160)
+    _set_tps_ratio(root, "adaptive", "base", 1.08)
+    by = {c.text: c for c in _summary(root).claims}
+    got = {
+        "Ablation: adaptive thresholding, accuracy +2.8%": C.OPPOSITE,  # -15 pts
+        "Ablation: adaptive thresholding, throughput +12%": C.LARGER,  # 0.45x the NFE: far faster
+        "A viable successor must use fewer NFE than the baseline (drs_v2)": C.SUPPORTED,  # 0.95x in (0, 1)
+        "Throughput on easy content +15-25%": C.SMALLER,  # exactly 1.08x on every batch
+        "Ablation: full system, throughput +31%": C.SMALLER,
+        "Ablation: full system, accuracy +6.1%": C.NO_EFFECT,  # no true effect, MDE < 6.1 pts
+        "Ablation: dynamic block sizing, accuracy +3.2%": C.INCONCLUSIVE,  # no true effect, MDE > 3.2 pts
+    }
+    for text, want in got.items():
+        assert by[text].verdict == want, (text, by[text])
+    assert by["Throughput on easy content +15-25%"].measured.startswith("1.08×")
+    # every claim row names its unit and n
+    for c in by.values():
+        if c.verdict in C.VERDICTS:
+            assert c.unit in ("documents", "batches") and c.n is not None and c.n >= C.MIN_UNITS
+
+
+def test_too_few_units_gives_no_verdict(tmp_path: Path) -> None:
+    """The issue's case: throughput judged on n = 2 batches. Now: too few units."""
+    root = write_fake_matrix_run(tmp_path / "run", {"base": BASE, "adaptive": {"scheduler": "adaptive"}},
+                                 baseline="base", limit=16)
+    by = {c.text: c for c in _summary(root).claims}
+    easy = by["Throughput on easy content +15-25%"]
+    assert easy.n == 2 and easy.unit == "batches" and easy.verdict == C.TOO_FEW
+    acc = by["Ablation: full system, accuracy +6.1%"]
+    assert acc.n == 32 and acc.verdict != C.TOO_FEW
 
 
 def test_claim_judge() -> None:
     c = next(c for c in CLAIMS if c.text.startswith("Throughput on easy"))  # 1.15-1.25x, null 1
-    assert judge(c, 1.18, 1.30) == "consistent"
-    assert judge(c, 0.95, 1.20) == "inconclusive"
-    assert judge(c, 0.90, 1.10) == "contradicted"
-    assert judge(c, 1.30, 1.40) == "contradicted"
-    assert judge(c, math.nan, 1.0) == "not measurable"
+    assert judge(c, 1.18, 1.22) == C.SUPPORTED
+    assert judge(c, 1.18, 1.30) == C.INCONCLUSIVE
+    assert judge(c, 0.95, 1.20, mde=0.30) == C.INCONCLUSIVE
+    assert judge(c, 0.95, 1.10, mde=0.10) == C.NO_EFFECT
+    assert judge(c, 1.02, 1.10) == C.SMALLER
+    assert judge(c, 0.80, 0.90) == C.OPPOSITE
+    assert judge(c, 1.30, 1.40) == C.LARGER
+    assert judge(c, 1.30, 1.40, n=2) == C.TOO_FEW
+    assert judge(c, math.nan, 1.0) == C.NOT_MEASURABLE
 
 
 def test_verdict_words() -> None:
@@ -167,7 +243,9 @@ def test_write_report_files_and_markdown(run_dir: Path, tmp_path: Path) -> None:
         "# dllm-eval report: run", "## Run", "**Model:**", "git commit deadbeef", "Exact commands (6)",
         "## synth_math", "## synth_code", "Δ pts [95% CI]", "p (Holm)", "MDE pts", "NFE ratio [95% CI]",
         "latency p50/p90 s", "by difficulty tier", "## Controls", "PASS: no difference detected",
-        "PASS: flagged as worse", "## Seed claims", "not run", "fig_acc_vs_tps_synth_math.png", "fig_nfe_synth_code.png",
+        "PASS: flagged as worse", "## Seed claims", "not run", "## How seed claims are judged",
+        "| *larger than claimed* | the whole interval lies beyond the claimed range (lo > b) |",
+        "separate pre-registered family of 16 interval claims", "99.69% interval", "Unit (n)", "documents (n=320)", "fig_acc_vs_tps_synth_math.png", "fig_nfe_synth_code.png",
         "lm_eval --model_args base --seed 1234", "gen_length=128 (synth_math), 128 (synth_code)",
     ):
         assert needle in md, needle

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from dllm_eval.analysis import claims as claims_mod
 from dllm_eval.analysis import stats
-from dllm_eval.analysis.claims import CLAIMS, Claim, judge
+from dllm_eval.analysis.claims import CLAIMS, Claim, decide_claim
 from dllm_eval.analysis.loading import RunData, load_run
 from dllm_eval.analysis.stats import pareto_front
 from dllm_eval.errors import UserError
@@ -128,6 +129,12 @@ class ClaimRow:
     measured: str
     verdict: str
     note: str = ""
+    unit: str = "documents"  # the independent unit behind the interval (documents, or batches for timings)
+    n: int | None = None
+    mde: str = "—"
+    reason: str = ""
+    low: float = math.nan
+    high: float = math.nan
 
 
 @dataclass
@@ -147,6 +154,8 @@ class Summary:
     holm_m: int
     notes: list[str]
     per_doc_nfe: dict[str, dict[str, list[float]]]  # task -> label -> per-doc NFE (for the figure)
+    claims_family: dict[str, Any] = field(default_factory=dict)  # the claims' multiplicity policy (claims_policy)
+    sequential: dict[str, Any] | None = None  # a run's sequential.json (see dllm_eval.analysis.sequential)
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,6 +424,8 @@ def build_summary(run: RunData, *, baseline: str | None = None, alpha: float = 0
         holm_m=len(holm_entries),
         notes=notes,
         per_doc_nfe=per_doc_nfe,
+        claims_family=claims_policy(alpha),
+        sequential=_sequential_record(run),
     )
 
 
@@ -680,13 +691,40 @@ def _fmt_claimed(c: Claim) -> str:
     return f"{lo:.2f}×" if lo == hi else f"{lo:.2f}–{hi:.2f}×"
 
 
+def claims_policy(alpha: float) -> dict[str, Any]:
+    """The claims' multiplicity policy: a separate pre-registered family, Bonferroni-level intervals.
+
+    The seeds' claims are fixed in code (``claims.CLAIMS``) before any run, so they form their own
+    pre-registered family. Its size m is every interval claim in that list, run or not (a family
+    that shrank to whatever a run happened to measure would not be pre-registered). The decision
+    table needs *intervals*, and Holm's step-down gives adjusted p-values, not intervals: its
+    interval form is Bonferroni's, so each claim's interval is a 1 - alpha/m interval and the MDE is
+    computed at alpha/m. All claim intervals then hold their true values simultaneously with
+    probability >= 1 - alpha, so every verdict of the table (which only asks where the interval
+    lies) is family-wise protected; Holm's first, most stringent step uses exactly alpha/m.
+    """
+    m = sum(c.measure in claims_mod.INTERVAL_MEASURES for c in CLAIMS)
+    return {
+        "policy": "separate pre-registered family (claims.CLAIMS), Bonferroni-level simultaneous intervals",
+        "m": m,
+        "alpha": alpha,
+        "alpha_each": alpha / m,
+        "confidence_level": 1 - alpha / m,
+        "min_units": claims_mod.MIN_UNITS,
+    }
+
+
 def _claims(idx: _Index, run: RunData, labels: list[str], base: str, tasks: list[TaskSummary], alpha: float) -> list[ClaimRow]:
+    """Each seed claim against this run: a simultaneous interval, its unit and n, the MDE, the verdict."""
+    fam = claims_policy(alpha)
+    a_each, level = fam["alpha_each"], fam["confidence_level"]
     out: list[ClaimRow] = []
     for c in CLAIMS:
         lab = _label_for(run, labels, c.scheduler)
         versus = base if c.versus is None else (_label_for(run, labels, c.versus) or c.versus)
         tier_txt = "" if c.tiers is None else f" (tier {'-'.join(map(str, (c.tiers[0], c.tiers[-1]))) if len(c.tiers) > 1 else c.tiers[0]})"
-        row = ClaimRow(c.seed, c.text, lab or c.scheduler, versus, c.measure + tier_txt, _fmt_claimed(c), "—", "not run", c.note)
+        row = ClaimRow(c.seed, c.text, lab or c.scheduler, versus, c.measure + tier_txt, _fmt_claimed(c), "—", "not run", c.note,
+                       unit=c.unit)
         if c.measure == "untestable":
             row.verdict, row.measured = "not measured", "—"
             out.append(row)
@@ -706,54 +744,80 @@ def _claims(idx: _Index, run: RunData, labels: list[str], base: str, tasks: list
                 total += 1
                 on += int(me[0] in pareto_front(pts))
                 above += int(me[1] >= bb[1] and me[2] > bb[2])
+            row.unit, row.n = "tasks", total
             if total == 0:
-                row.measured, row.verdict = "no throughput data", "not measurable"
+                row.measured, row.verdict = "no throughput data", claims_mod.NOT_MEASURABLE
             else:
                 row.measured = f"on frontier in {on}/{total} tasks; dominates baseline in {above}/{total}"
-                row.verdict = "consistent" if on == total and above == total else "contradicted" if on == 0 else "inconclusive"
+                row.verdict = "descriptive (not tested)"
+                row.reason = "point estimates only: no interval, so no verdict from the decision table"
             out.append(row)
             continue
         pool = _pooled(idx, run, lab, versus, c.tiers)
         if pool is None:
-            row.measured, row.verdict = "no matching documents", "not measurable"
+            row.measured, row.verdict = "no matching documents", claims_mod.NOT_MEASURABLE
             out.append(row)
             continue
         rs = _seed_for("claim", c.text)
         n = len(pool["ca"])
-        lo = hi = math.nan
+        if c.measure == "identical":
+            same = pool["same"]
+            k = int(same.sum())
+            row.n = n
+            row.measured = f"{k}/{n} identical ({100 * k / n:.1f}%)"
+            if n < claims_mod.MIN_UNITS:
+                row.verdict, row.reason = claims_mod.TOO_FEW, f"n = {n} < {claims_mod.MIN_UNITS} independent units: no verdict"
+            elif k == n:
+                row.verdict, row.reason = "holds exactly", "every document's output is identical (an exact check, not a test)"
+            else:
+                row.verdict, row.reason = "fails", f"{n - k} documents differ, so the outputs are not identical"
+            out.append(row)
+            continue
+        direction = claims_mod.claim_direction(c.claimed, c.null if c.null is not None else 0.0)
+        lo = hi = mde = math.nan
         if c.measure == "acc_delta":
-            d = stats.paired_difference(pool["ca"], pool["cb"], alpha=alpha, n_resamples=N_RESAMPLES, rng=rs)
-            row.measured = f"{100 * d.statistic:+.1f} pts [{100 * d.low:+.1f}, {100 * d.high:+.1f}] (n={n})"
-            lo, hi = d.low, d.high
-        elif c.measure in ("nfe_ratio", "tps_ratio", "cache_ratio"):
+            d = stats.paired_difference(pool["ca"], pool["cb"], alpha=a_each, confidence_level=level,
+                                        n_resamples=N_RESAMPLES, rng=rs)
+            row.n = d.n
+            row.measured = f"{100 * d.statistic:+.1f} pts [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
+            lo, hi, mde = d.low, d.high, d.mde
+            row.mde = "∞" if not math.isfinite(mde) else f"{100 * mde:.1f} pts"
+        else:  # nfe_ratio, tps_ratio, cache_ratio
             if c.measure == "nfe_ratio":
-                r = stats.paired_ratio(pool["na"], pool["nb"], n_resamples=N_RESAMPLES, rng=rs)
+                r = stats.paired_ratio(pool["na"], pool["nb"], confidence_level=level, n_resamples=N_RESAMPLES, rng=rs)
             elif c.measure == "tps_ratio":
-                r = stats.paired_ratio(pool["ta"], pool["tb"], pool["sa"], pool["sb"], clusters=pool["cl"], n_resamples=N_RESAMPLES, rng=rs)
+                r = stats.paired_ratio(pool["ta"], pool["tb"], pool["sa"], pool["sb"], clusters=pool["cl"],
+                                       confidence_level=level, n_resamples=N_RESAMPLES, rng=rs)
             else:
                 if not (_has(pool["ha"]) and _has(pool["hb"])):
                     who = versus if _has(pool["ha"]) else lab
                     row.measured = "traces lack cache_hit_rate" + (f" for {who}" if _has(pool["ha"]) or _has(pool["hb"]) else "")
                     if _has(pool["ha"]):
                         row.measured += f" ({lab}: {100 * float(np.nanmean(pool['ha'])):.0f}%)"
-                    row.verdict = "not measurable"
+                    row.verdict = claims_mod.NOT_MEASURABLE
                     out.append(row)
                     continue
-                r = stats.paired_ratio(pool["ha"], pool["hb"], n_resamples=N_RESAMPLES, rng=rs)
-            if math.isfinite(r.statistic):
-                row.measured = f"{r.statistic:.2f}× [{r.low:.2f}, {r.high:.2f}] (n={r.n})"
-            else:
-                row.measured = "no data"
+                r = stats.paired_ratio(pool["ha"], pool["hb"], confidence_level=level, n_resamples=N_RESAMPLES, rng=rs)
+            row.n = r.n
+            row.measured = f"{r.statistic:.2f}× [{r.low:.2f}, {r.high:.2f}]" if math.isfinite(r.statistic) else "no data"
             lo, hi = r.low, r.high
-        elif c.measure == "identical":
-            same = pool["same"]
-            k = int(same.sum())
-            ci = stats.proportion_ci(k, n)
-            row.measured = f"{100 * k / n:.1f}% identical [{100 * ci.low:.1f}, {100 * ci.high:.1f}] (n={n})"
-            lo, hi = ci.low, ci.high
-        row.verdict = judge(c, lo, hi)
+            mde = stats.mde_ratio(r.log_sd, r.n, alpha=a_each, direction=direction)
+            row.mde = "∞" if not math.isfinite(mde) else f"{1 + direction * mde:.2f}×"
+        dec = decide_claim(c, lo, hi, mde=mde, n=row.n)
+        row.verdict, row.reason, row.low, row.high = dec.verdict, dec.reason, lo, hi
         out.append(row)
     return out
+
+
+def _sequential_record(run: RunData) -> dict[str, Any] | None:
+    """The run's ``sequential.json`` (written by ``eval-all --sequential``), or None for a fixed-n run."""
+    path = Path(run.root) / "sequential.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read the sequential record ({exc})") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -876,12 +940,14 @@ def render_markdown(s: Summary, figures: dict[str, list[str]]) -> str:
         f"- **Code:** git commit {h['git']}",
         f"- **Statistics:** α = {s.alpha} family-wise (Holm over {s.holm_m} comparisons), minimum effect of interest "
         f"{100 * s.min_effect:.1f} pts, {N_RESAMPLES} bootstrap resamples",
+        *_render_claims_policy_line(s),
     ]
     if h.get("invocation"):
         L.append(f"- **Matrix call:** `{h['invocation']}`")
     L += ["", "<details><summary>Exact commands (" + str(len(h["commands"])) + ")</summary>", "", "```sh"]
     L += h["commands"]
     L += ["```", "", "</details>", ""]
+    L += _render_claims_header(s)
     L += [
         "## How to read this",
         "",
@@ -963,6 +1029,7 @@ def render_markdown(s: Summary, figures: dict[str, list[str]]) -> str:
             L += ["Each cell: accuracy (Δ pts vs baseline [95% CI]); mean NFE; tokens/s.", ""]
             L += _table(head, rows)
         L += _render_subjects(s, t)
+    L += _render_sequential(s)
     L += ["## Controls", ""]
     if not s.controls:
         L += ["No control configurations were run (the default matrix has an A/A copy of the baseline and a τ=0.3 one).", ""]
@@ -975,16 +1042,7 @@ def render_markdown(s: Summary, figures: dict[str, list[str]]) -> str:
               "—" if t["b"] is None else f"{t['b']}/{t['c']}", "∞" if not math.isfinite(t["mde"]) else f"{100 * t['mde']:.1f}",
               _pct(t["identical"]), _num(t["nfe_ratio"], ".2f"), _ratio(t["tps"])] for t in c["tasks"]],
         )
-    L += ["## Seed claims", "",
-          "Each quantitative claim of the two seed proposals next to what this run measured, pooled over the tasks "
-          "(tiers where stated). *consistent*: the 95% CI overlaps the claim and excludes no effect; *inconclusive*: it "
-          "holds both; *contradicted*: it misses the claim. Readings of vague wording are in "
-          "`dllm_eval/analysis/claims.py`.", ""]
-    L += _table(
-        ["Seed", "Claim", "Scheduler (vs)", "Claimed", "Measured [95% CI]", "Verdict"],
-        [[c.seed, c.text + (f" ({c.note})" if c.note else ""), f"`{c.scheduler}` (vs `{c.versus}`)", c.claimed, c.measured,
-          c.verdict] for c in s.claims],
-    )
+    L += _render_claims_table(s)
     if s.notes:
         L += ["## Data notes", "", *[f"- {n}" for n in dict.fromkeys(s.notes)], ""]
     L += ["## Configurations", ""]
@@ -994,6 +1052,70 @@ def render_markdown(s: Summary, figures: dict[str, list[str]]) -> str:
           ", ".join(f"{pk}={pv}" for pk, pv in s.params.get(k, {}).items() if pv is not None)] for k in s.labels],
     )
     return "\n".join(L)
+
+
+def _render_claims_policy_line(s: Summary) -> list[str]:
+    """The header bullet that states the claims' multiplicity policy."""
+    f = s.claims_family
+    if not f:
+        return []
+    return [
+        f"- **Seed claims:** a separate pre-registered family of {f['m']} interval claims (`claims.CLAIMS`), "
+        f"not in the Holm family above; each claim's interval is a {100 * f['confidence_level']:.2f}% interval "
+        f"(α/m = {f['alpha']}/{f['m']}, Bonferroni: the interval form of Holm's first step), so all claim intervals "
+        f"hold together with probability ≥ {1 - f['alpha']:.2f}; the MDE is at the same α/m; no verdict from fewer than "
+        f"{f['min_units']} independent units"
+    ]
+
+
+def _render_claims_header(s: Summary) -> list[str]:
+    """The decision table the seed-claim verdicts come from, printed in the report's header."""
+    f = s.claims_family
+    if not f:
+        return []
+    L = [
+        "## How seed claims are judged",
+        "",
+        f"Each claim's measured interval [lo, hi] (simultaneous {100 * f['confidence_level']:.2f}%, see the Run section "
+        "above) is compared with the claimed range [a, b] on the claim's side of no effect (0 for a difference, 1× "
+        "for a ratio; for a claimed drop or saving, read the rules mirrored). Exactly one row applies:",
+        "",
+    ]
+    L += _table(["Verdict", "Rule"], [[f"*{v}*", rule] for v, rule in claims_mod.DECISION_TABLE])
+    L += [
+        "A point claim (\"+18%\") is the range [1.18, 1.18]: no interval lies inside a point, so it is at best "
+        "*inconclusive* with the reason \"contains the claimed point\". An open claim (\"more than the baseline\") is "
+        "the range (1, ∞). Claims that are not effect sizes are checked exactly instead: identical outputs "
+        "(*holds exactly* / *fails*, with the count) and the frontier (*descriptive*, no test).",
+        "",
+    ]
+    return L
+
+
+def _render_claims_table(s: Summary) -> list[str]:
+    """The seed-claims table: every claim with its unit, n, simultaneous interval, MDE, verdict and reason."""
+    f = s.claims_family
+    lvl = f"{100 * f['confidence_level']:.2f}%" if f else "95%"
+    L = ["## Seed claims", "",
+         "Each quantitative claim of the two seed proposals next to what this run measured, pooled over the tasks "
+         f"(tiers where stated). Intervals are simultaneous {lvl} intervals over the pre-registered claims family; "
+         "verdicts follow the decision table in *How seed claims are judged*. Readings of vague wording are in "
+         "`dllm_eval/analysis/claims.py`.", ""]
+    L += _table(
+        ["Seed", "Claim", "Scheduler (vs)", "Claimed", f"Measured [{lvl} CI]", "Unit (n)", "MDE", "Verdict", "Why"],
+        [[c.seed, c.text + (f" ({c.note})" if c.note else ""), f"`{c.scheduler}` (vs `{c.versus}`)", c.claimed, c.measured,
+          f"{c.unit} (n={c.n})" if c.n is not None else c.unit, c.mde, f"**{c.verdict}**", c.reason] for c in s.claims],
+    )
+    return L
+
+
+def _render_sequential(s: Summary) -> list[str]:
+    """The sequential-stopping section when the run was sequential (``sequential.json``), else nothing."""
+    if not s.sequential:
+        return []
+    from dllm_eval.analysis.sequential import render_sequential_record
+
+    return render_sequential_record(s.sequential)
 
 
 def _seed_text(seeds: dict[str, list[int]]) -> str:

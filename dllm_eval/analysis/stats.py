@@ -41,6 +41,7 @@ __all__ = [
     "mcnemar_power",
     "mde_mcnemar",
     "mde_normal",
+    "mde_ratio",
     "paired_bootstrap_diff_ci",
     "paired_difference",
     "paired_ratio",
@@ -254,8 +255,18 @@ def mcnemar_from_counts(b: int, c: int, *, n11: int = 0, n00: int = 0) -> McNema
 def _critical_values(n: int, alpha: float) -> np.ndarray:
     """k(m) for m = 0..n: the largest b with 2*P(Bin(m, 1/2) <= b) < alpha (-1: never rejects)."""
     m = np.arange(n + 1)
-    k = st.binom.ppf(alpha / 2, m, 0.5)
-    k = np.where(st.binom.cdf(k, m, 0.5) < alpha / 2, k, k - 1)
+    # Start from the normal approximation and step to the exact crossing with the binomial cdf:
+    # the same k as binom.ppf(alpha/2) corrected down by one where cdf(k) >= alpha/2, but ~5x faster
+    # (binom.ppf is iterative), which matters to sample-size searches over many n.
+    k = np.floor(m / 2 + st.norm.ppf(alpha / 2) * np.sqrt(m) / 2)
+    k = np.clip(k, -1, m)
+    for _ in range(64):
+        up = (k + 1 <= m) & (st.binom.cdf(k + 1, m, 0.5) < alpha / 2)
+        down = (k >= 0) & (st.binom.cdf(k, m, 0.5) >= alpha / 2)
+        if not (up.any() or down.any()):
+            break
+        k = k + up - down
+    k = k.astype(float)
     k.setflags(write=False)
     return k
 
@@ -543,9 +554,24 @@ class RatioResult:
     n: int
     n_excluded: int
     confidence_level: float
+    log_sd: float = math.nan  # sd of the per-unit log-ratios (ddof=1): what ``mde_ratio`` needs
 
     def confidence_interval(self) -> ConfidenceInterval:
         return ConfidenceInterval(self.low, self.high)
+
+
+def mde_ratio(log_sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8, direction: int = 1) -> float:
+    """Minimum detectable ratio effect, as a distance from 1x, from the spread of per-unit log-ratios.
+
+    Normal theory on the log scale (the scale of the Wilcoxon test's log-ratios): the detectable
+    log-ratio is (z_{1-alpha/2} + z_power) sd/sqrt(n); ``direction`` +1 returns exp(that) - 1 (a
+    gain, e.g. 0.10 for 1.10x), -1 returns 1 - exp(-that) (a saving, e.g. 0.09 for 0.91x). inf when
+    the spread is unknown.
+    """
+    if n <= 1 or not np.isfinite(log_sd):
+        return math.inf
+    m = (st.norm.ppf(1 - alpha / 2) + st.norm.ppf(power)) * log_sd / math.sqrt(n)
+    return float(math.expm1(m) if direction > 0 else -math.expm1(-m))
 
 
 def _group_sums(x: np.ndarray, inv: np.ndarray, k: int) -> np.ndarray:
@@ -622,7 +648,8 @@ def paired_ratio(
                 break
         else:
             lo = hi = ratio
-    return RatioResult(ratio, pval, lo, hi, med, int(lr.size), n_excl, confidence_level)
+    sd = float(np.std(lr, ddof=1)) if lr.size > 1 else math.nan
+    return RatioResult(ratio, pval, lo, hi, med, int(lr.size), n_excl, confidence_level, sd)
 
 
 # --------------------------------------------------------------------------------------------
