@@ -115,17 +115,22 @@ def interleaved_timing(front: Any, requests: dict[str, list[tuple[int, str, dict
     return rows
 
 
-def paired_throughput(rows: list[TimedBatch], label: str, baseline: str, task: str | None = None) -> Any:
-    """Tokens/s of `label` over `baseline`, paired by batch (`stats.paired_ratio`, batches as units)."""
+def paired_throughput(rows: list[TimedBatch], label: str, baseline: str, task: str | None = None, *,
+                      keep: Any = None, confidence_level: float = 0.95) -> Any:
+    """Tokens/s of `label` over `baseline`, paired by batch (`stats.paired_ratio`, batches as
+    units); None when the two share no batch. `keep(row) -> bool` selects batches (e.g. by tier)."""
     from dllm_eval.analysis.stats import paired_ratio
 
     def pick(lab: str) -> dict[tuple[str, int], TimedBatch]:
-        return {(r.task, r.batch): r for r in rows if r.label == lab and (task is None or r.task == task)}
+        return {(r.task, r.batch): r for r in rows
+                if r.label == lab and (task is None or r.task == task) and (keep is None or keep(r))}
 
     a, b = pick(label), pick(baseline)
     keys = sorted(a.keys() & b.keys())
+    if not keys:
+        return None
     return paired_ratio([a[k].gen_tokens for k in keys], [b[k].gen_tokens for k in keys],
-                        [a[k].wall_s for k in keys], [b[k].wall_s for k in keys])
+                        [a[k].wall_s for k in keys], [b[k].wall_s for k in keys], confidence_level=confidence_level)
 
 
 def summary_table(rows: list[TimedBatch], baseline: str) -> str:

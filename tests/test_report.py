@@ -327,3 +327,54 @@ def test_aa_control_exposes_timing_noise(tmp_path: Path) -> None:
     aa = _summary(root).controls[0]
     assert aa["passed"]  # accuracy is identical, so the control itself passes
     assert "Timing is not reproducible here" in aa["status"] and "ran at 0.6" in aa["status"]
+
+
+# ---------------------------------------------------------------- interleaved timing, sandbox level, paths
+def test_interleaved_timing_replaces_cell_timings_in_tables_controls_and_claims(tmp_path: Path) -> None:
+    """With a timing.json the tokens/s ratios are the paired pass's: a drifting machine that
+    slows every batch leaves the A/A ratio at 1.00 and adaptive's at its true 1.25x."""
+    from dllm_eval.timing import TimedBatch, write_rows
+
+    root = tmp_path / "run"
+    shutil.copytree(write_fake_matrix_run(tmp_path / "src", {"base": BASE, "adaptive": {"scheduler": "adaptive"},
+                                                             "aa": dict(BASE)}, baseline="base",
+                                          roles={"aa": "control_aa"}, limit=80), root)
+    rows = []
+    for task in ("synth_math", "synth_code"):
+        for b in range(12):
+            drift = 1.0 + 0.1 * b
+            for label, speed in (("base", 1.0), ("aa", 1.0), ("adaptive", 1.25)):
+                rows.append(TimedBatch(task, b, label, 0, drift / speed, 100, 8, list(range(4 * b, 4 * b + 4))))
+    write_rows(rows, root / "timing.json", {"baseline": "base", "batch": 4, "device": "cpu"})
+    s = _summary(root)
+    math_rows = {r.label: r for r in next(t for t in s.tasks if t.task == "synth_math").rows}
+    assert math_rows["adaptive"].ratios["tps"]["ratio"] == pytest.approx(1.25, rel=1e-6)
+    aa = next(c for c in s.controls if c["label"] == "aa")
+    pooled = aa["tasks"][-1]["tps"]
+    assert pooled["ratio"] == pytest.approx(1.0, rel=1e-9)
+    md = report.render_markdown(s, {})
+    assert "interleaved timing pass" in md and "24 batches of 4" in md
+
+
+def test_isolation_below_the_floor_is_unmissable_and_paths_are_portable(tmp_path: Path, run_dir: Path) -> None:
+    root = tmp_path / "run"
+    shutil.copytree(run_dir, root)
+    sample_file = next(p for p in root.rglob("samples_synth_code_*.jsonl"))
+    lines = sample_file.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["filtered_resps"] = [[json.dumps({"passed": True, "isolation": "rlimits"})]]
+    sample_file.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    md = report.render_markdown(_summary(root), {})
+    assert "WARNING: CODE SCORES IN THIS REPORT WERE EXECUTED AT RLIMITS SANDBOX ISOLATION" in md
+    assert "scored at rlimits" in md
+
+
+def test_portable_strips_machine_paths() -> None:
+    import sys
+
+    from dllm_eval.models import EMBEDDED_MODEL_DIR
+
+    text = f"{sys.executable} -m dllm_eval.lm_eval_cli --model_args pretrained={EMBEDDED_MODEL_DIR},x=1 " \
+           f"--include_path {Path.cwd() / 'tasks'}"
+    out = report._portable(text)
+    assert out == "python -m dllm_eval.lm_eval_cli --model_args pretrained=tiny_llada,x=1 --include_path tasks"

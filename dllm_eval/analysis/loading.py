@@ -173,6 +173,9 @@ class RunData:
     matrix: dict[str, Any] | None
     notes: list[str]
     has_tiers: dict[str, bool]
+    isolation_levels: set[str] = field(default_factory=set)  # sandbox levels the code scores ran at
+    timing: list[dict[str, Any]] | None = None  # rows of <run>/timing.json (the interleaved pass)
+    timing_meta: dict[str, Any] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -216,6 +219,20 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             raise UserError(f"{path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}")
         out.append(obj)
     return out
+
+
+def _isolation_of(sample: dict[str, Any]) -> str | None:
+    """The sandbox level a code sample was scored at (its verdict record in `filtered_resps`)."""
+    resps = sample.get("filtered_resps")
+    first = resps[0] if isinstance(resps, list) and resps else resps
+    first = first[0] if isinstance(first, list) and first else first
+    if isinstance(first, str) and first.startswith("{"):
+        try:
+            level = json.loads(first).get("isolation")
+        except (json.JSONDecodeError, AttributeError):
+            return None
+        return str(level) if level else None
+    return None
 
 
 def _hash_resps(sample: dict[str, Any]) -> str:
@@ -334,6 +351,7 @@ def load_run(root: str | Path, *, metric: str | None = None, primary_filter: dic
     if not root.is_dir():
         raise UserError(f"{root} is not a folder; pass the run folder that `dllm-eval eval-all` or lm_eval wrote")
     notes: list[str] = []
+    isolation_levels: set[str] = set()
     matrix_path = root / "matrix.json"
     matrix = _read_json(matrix_path) if matrix_path.is_file() else None
     base = root / "raw" if (root / "raw").is_dir() else root
@@ -473,6 +491,9 @@ def load_run(root: str | Path, *, metric: str | None = None, primary_filter: dic
                     )
                 doc = s.get("doc") if isinstance(s.get("doc"), dict) else {}
                 tier = _to_int(doc.get("tier")) if doc else None
+                level = _isolation_of(s)
+                if level:
+                    isolation_levels.add(level)
                 t = tr.get(doc_id)
                 if t is not None:
                     used_trace.add(doc_id)
@@ -535,6 +556,7 @@ def load_run(root: str | Path, *, metric: str | None = None, primary_filter: dic
     has_tiers = {t: bool(np.any(np.isfinite(table.where(task=t)["tier"]))) for t in tasks}
     for c in configs.values():
         c.seeds.sort()
+    timing = _read_json(root / "timing.json") if (root / "timing.json").is_file() else None
     return RunData(
         root=root,
         table=table,
@@ -547,6 +569,9 @@ def load_run(root: str | Path, *, metric: str | None = None, primary_filter: dic
         matrix=matrix,
         notes=notes,
         has_tiers=has_tiers,
+        isolation_levels=isolation_levels,
+        timing=timing.get("rows") if isinstance(timing, dict) else None,
+        timing_meta=timing.get("meta") if isinstance(timing, dict) else None,
     )
 
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -300,6 +301,27 @@ def verdict(delta: float, p_adj: float, mde: float, alpha: float, min_effect: fl
     return "no detectable difference"
 
 
+def _timed(run: RunData, label: str, base: str, task: str | None, *, tiers: tuple[int, ...] | None = None,
+           confidence_level: float = 0.95) -> stats.RatioResult | None:
+    """Tokens/s ratio from the interleaved timing pass (`<run>/timing.json`), batches as units;
+    None when the run has no timing for both labels. With `tiers`, only batches whose documents
+    all belong to those tiers count."""
+    if not run.timing:
+        return None
+    from dllm_eval.timing import TimedBatch, paired_throughput
+
+    rows = [TimedBatch(**r) for r in run.timing]
+    keep = None
+    if tiers is not None:
+        t = run.table
+        tier_of = {(tk, int(d)): tr for tk, d, tr in zip(t["task"], t["doc_id"], t["tier"])}
+
+        def keep(row: TimedBatch) -> bool:
+            return all(tier_of.get((row.task, d)) in tiers for d in row.docs)
+
+    return paired_throughput(rows, label, base, task, keep=keep, confidence_level=confidence_level)
+
+
 def _compare(
     idx: _Index, label: str, base: str, task: str, *, alpha: float, filt: str | None = None
 ) -> tuple[stats.PairedDifferenceResult, dict[str, stats.RatioResult | None], float]:
@@ -317,6 +339,7 @@ def _compare(
         cl = idx.clusters(base, task)
         if _has(ta) and _has(ca) and _has(tb) and _has(cb):
             ratios["tps"] = stats.paired_ratio(ta, tb, ca, cb, clusters=cl, n_resamples=N_RESAMPLES, rng=rs + 2)
+        ratios["tps"] = _timed(idx.run, label, base, task) or ratios["tps"]  # the paired pass wins
         la, lb = _rowsum_mean(idx.matrix(label, task, "latency_s")), _rowsum_mean(idx.matrix(base, task, "latency_s"))
         if _has(la) and _has(lb):
             ratios["latency"] = stats.paired_ratio(la, lb, clusters=cl, n_resamples=N_RESAMPLES, rng=rs + 3)
@@ -623,8 +646,8 @@ def _pooled_control(idx: _Index, run: RunData, lab: str, ref: str, alpha: float)
     rs = _seed_for("control", lab, ref)
     d = stats.paired_difference(pool["ca"], pool["cb"], alpha=alpha, n_resamples=N_RESAMPLES, rng=rs)
     nfe = stats.paired_ratio(pool["na"], pool["nb"], n_resamples=N_RESAMPLES, rng=rs) if _has(pool["na"]) else None
-    tps = None
-    if _has(pool["ta"]) and _has(pool["sa"]):
+    tps = _timed(run, lab, ref, None)
+    if tps is None and _has(pool["ta"]) and _has(pool["sa"]):
         tps = stats.paired_ratio(pool["ta"], pool["tb"], pool["sa"], pool["sb"], clusters=pool["cl"], n_resamples=N_RESAMPLES, rng=rs)
     return {"delta": d.statistic, "low": d.low, "high": d.high, "p": d.pvalue, "b": d.b, "c": d.c, "mde": d.mde,
             "identical": float(np.mean(pool["same"])), "nfe_ratio": nfe.statistic if nfe else math.nan,
@@ -786,8 +809,12 @@ def _claims(idx: _Index, run: RunData, labels: list[str], base: str, tasks: list
             if c.measure == "nfe_ratio":
                 r = stats.paired_ratio(pool["na"], pool["nb"], confidence_level=level, n_resamples=N_RESAMPLES, rng=rs)
             elif c.measure == "tps_ratio":
-                r = stats.paired_ratio(pool["ta"], pool["tb"], pool["sa"], pool["sb"], clusters=pool["cl"],
-                                       confidence_level=level, n_resamples=N_RESAMPLES, rng=rs)
+                r = _timed(run, lab, versus, None, tiers=c.tiers, confidence_level=level)
+                if r is not None:
+                    row.unit = "batches (interleaved timing pass)"
+                else:
+                    r = stats.paired_ratio(pool["ta"], pool["tb"], pool["sa"], pool["sb"], clusters=pool["cl"],
+                                           confidence_level=level, n_resamples=N_RESAMPLES, rng=rs)
             else:
                 if not (_has(pool["ha"]) and _has(pool["hb"])):
                     who = versus if _has(pool["ha"]) else lab
@@ -839,6 +866,19 @@ def _fmt_limit(v: Any) -> str:
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
+def _portable(text: str) -> str:
+    """No machine paths in a report: the embedded model by name, the interpreter as `python`, and
+    paths under the working directory or the repository relative to it."""
+    from dllm_eval.models import EMBEDDED_MODEL_DIR
+
+    out = str(text)
+    out = out.replace(str(EMBEDDED_MODEL_DIR), EMBEDDED_MODEL_DIR.name)
+    out = re.sub(r"\S*/bin/python3?(?=\s|$)", "python", out)
+    for root in dict.fromkeys([Path.cwd().resolve(), Path(__file__).resolve().parents[2]]):
+        out = out.replace(f"{root}/", "").replace(str(root), ".")
+    return out
+
+
 def _header(run: RunData, base: str, labels: list[str]) -> dict[str, Any]:
     metas = [u.meta for u in run.units]
     env = (run.matrix or {}).get("environment") or {}
@@ -862,8 +902,23 @@ def _header(run: RunData, base: str, labels: list[str]) -> dict[str, Any]:
     if git and env.get("git_dirty"):
         git += " (with uncommitted changes)"
     git = git or ", ".join(str(g) for g in _uniq([m.get("git_hash") for m in metas])) or "unknown"
+    levels = sorted(run.isolation_levels)
+    from dllm_eval.scoring.sandbox import isolation_banner
+
+    if run.timing:
+        meta = run.timing_meta or {}
+        n_batches = len({(r["task"], r["batch"]) for r in run.timing})
+        throughput = (f"interleaved timing pass (`timing.json`): {n_batches} batches of {meta.get('batch', '?')} "
+                      f"documents decoded by every configuration in rotating order in one process on "
+                      f"{meta.get('device', '?')}; tokens/s ratios are paired by batch")
+    else:
+        throughput = ("from the lm_eval cells, each timed in its own process at its own time (not paired in time: "
+                      "machine drift lands on one side; read the A/A control's tokens/s ratio as the noise floor)")
     return {
-        "model": ", ".join(map(str, models)) or "the adapter's default (embedded model)",
+        "throughput_source": throughput,
+        "isolation_levels": levels,
+        "isolation_banner": isolation_banner(levels) if levels else None,
+        "model": ", ".join(_portable(str(m)) for m in models) or "the adapter's default (embedded model)",
         "devices": ", ".join(map(str, _uniq([m.get("device") for m in metas]))) or "unknown",
         "batch_sizes": ", ".join(map(str, _uniq([m.get("batch_size") for m in metas]))) or "unknown",
         "limits": ", ".join(_fmt_limit(v) for v in _uniq([m.get("limit") for m in metas])) or "none (full test sets)",
@@ -872,9 +927,9 @@ def _header(run: RunData, base: str, labels: list[str]) -> dict[str, Any]:
         "lm_eval": ", ".join(map(str, _uniq([m.get("lm_eval_version") for m in metas]))) or env.get("lm_eval") or "unknown",
         "python": env.get("python") or "unknown",
         "git": git,
-        "invocation": (run.matrix or {}).get("argv"),
+        "invocation": _portable((run.matrix or {}).get("argv") or "") or None,
         "settings": settings,
-        "commands": commands,
+        "commands": [_portable(c) for c in commands],
         "seeds": {lab: run.configs[lab].seeds for lab in labels},
         "generated": _dt.datetime.now().isoformat(timespec="seconds"),
     }
@@ -924,6 +979,16 @@ def _label_cell(s: Summary, lab: str) -> str:
     return f"`{lab}`{tag}"
 
 
+def _render_measurement_lines(h: dict[str, Any]) -> list[str]:
+    """Where throughput comes from, and at which sandbox level code was scored (loudly, if below the floor)."""
+    lines = [f"- **Throughput:** {h['throughput_source']}"]
+    if h.get("isolation_levels"):
+        lines.append(f"- **Code sandbox:** scored at {', '.join(h['isolation_levels'])}")
+    if h.get("isolation_banner"):
+        lines.insert(0, f"\n> **{h['isolation_banner']}**\n")
+    return lines
+
+
 def render_markdown(s: Summary, figures: dict[str, list[str]]) -> str:
     h = s.header
     L: list[str] = [f"# dllm-eval report: {s.run}", ""]
@@ -941,6 +1006,7 @@ def render_markdown(s: Summary, figures: dict[str, list[str]]) -> str:
         f"- **Statistics:** α = {s.alpha} family-wise (Holm over {s.holm_m} comparisons), minimum effect of interest "
         f"{100 * s.min_effect:.1f} pts, {N_RESAMPLES} bootstrap resamples",
         *_render_claims_policy_line(s),
+        *_render_measurement_lines(h),
     ]
     if h.get("invocation"):
         L.append(f"- **Matrix call:** `{h['invocation']}`")
