@@ -57,7 +57,8 @@ def random_model_on_device(shape: str, device: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pretrained", help="checkpoint dir; default: a random checkpoint of --shape")
-    parser.add_argument("--shape", default="small", help="random-checkpoint shape (tiny, small, llada-8b)")
+    parser.add_argument("--shape", default="small", help="random-checkpoint shape (tiny, small, llada-8b, dream-7b)")
+    parser.add_argument("--arch", default="llada", choices=["llada", "dream"], help="random-checkpoint family")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--prompts", type=int, default=8)
@@ -71,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
-    from dllm_eval.models.llada import load_llada
-    from dllm_eval.schedulers import get_scheduler
+    from dllm_eval.models.registry import load_model
+    from dllm_eval.schedulers import get_scheduler, param_fields
 
     with tempfile.TemporaryDirectory() as tmp:
         path = args.pretrained
@@ -83,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
 
             ck_parser = argparse.ArgumentParser()
             add_arguments(ck_parser)
-            ck_args = ck_parser.parse_args(["--out", f"{tmp}/ckpt", "--shape", args.shape])
+            ck_args = ck_parser.parse_args(["--out", f"{tmp}/ckpt", "--shape", args.shape, "--arch", args.arch])
             path = str(write_random_checkpoint(ck_args))
         if not args.in_memory:
-            model = load_llada(path, device=args.device)
+            model = load_model(path, device=args.device)
         vocab_hi = min(model.config.mask_token_id, 250)
         gen = torch.Generator().manual_seed(0)
         prompts = torch.randint(0, vocab_hi, (args.prompts, args.prompt_length), generator=gen)
@@ -99,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             params = dict(params)
             if params.get("steps") == "quarter":
                 params["steps"] = args.gen_length // 4
-            sched = get_scheduler(name, gen_length=args.gen_length, block_length=args.block_length, **params)
+            if param_fields(name)["block_length"] is not None:  # schedulers without blocks (dream) take none
+                params.setdefault("block_length", args.block_length)
+            sched = get_scheduler(name, gen_length=args.gen_length, **params)
             sched.generate(model, prompts[: args.batch])  # warm-up
             nfe, batch_nfe, wall = 0, 0, 0.0
             started = time.perf_counter()
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             tokens = args.prompts * args.gen_length
             rows.append((label, nfe / args.prompts, batch_nfe, total, tokens / total, batch_nfe / total))
     header = (f"Device: {args.device} ({platform.processor() or platform.machine()}, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads); checkpoint: {args.pretrained or 'random ' + args.shape}; "
+              f"{torch.get_num_threads()} threads); checkpoint: {args.pretrained or f'random {args.arch} {args.shape}'}; "
               f"{args.prompts} prompts of {args.prompt_length} tokens, batch {args.batch}, gen_length "
               f"{args.gen_length}, block {args.block_length}, dtype {model.dtype}.")
     lines = [header, "", "| setting | NFE / prompt | batch forwards | wall s | canvas tokens/s | forwards/s |",

@@ -145,30 +145,37 @@ def rescore(path: Path) -> list[dict[str, Any]]:
 
 def summarize(results: list[dict[str, Any]]) -> str:
     """Markdown tables (one per task) of saved results: accuracy per tier, the paired difference
-    to `llada` at the same block length on the same documents (with its standard error), and
-    NFE. Written from the JSON files, so committed tables never hold hand-copied numbers."""
+    to the reference on the same documents (with its standard error), NFE and throughput. The
+    reference is `llada` at the same block length when the file has it, else the file's first
+    configuration. Written from the JSON files, so committed tables never hold hand-copied numbers."""
     lines: list[str] = []
     for task in dict.fromkeys(r["task"] for r in results):
-        rows = [r for r in results if r["task"] == task]
+        rows = [r for r in results if r["task"] == task and r.get("correct") is not None]
+        if not rows:
+            continue
+
+        def reference(r: dict[str, Any], rows: list[dict[str, Any]] = rows) -> dict[str, Any]:
+            llada = next((x for x in rows if x["config"].split(":")[0] == "llada" and x["n"] == r["n"]
+                          and x["params"]["block_length"] == r["params"]["block_length"]), None)
+            return llada or rows[0]
+
+        ref_name = "llada" if any(x["config"].split(":")[0] == "llada" for x in rows) else f"`{rows[0]['config']}`"
         lines += [f"### {task} (n = {rows[0]['n']})", "",
-                  "| scheduler | tier 1 | tier 2 | tier 3 | tier 4 | all | Δ vs llada (paired SE) | NFE/doc "
-                  "| NFE per tier | fewer NFE |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  f"| scheduler | tier 1 | tier 2 | tier 3 | tier 4 | all | Δ vs {ref_name} (paired SE) | NFE/doc "
+                  "| NFE per tier | NFE ratio | non-EOS tok/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
-            ref = next((x for x in rows if x["config"].split(":")[0] == "llada"
-                        and x["params"]["block_length"] == r["params"]["block_length"] and x["n"] == r["n"]), None)
+            ref = reference(r)
             tiers = [f"{100 * r['tiers'][k]['acc']:.1f}" if k in r["tiers"] else "" for k in ("1", "2", "3", "4")]
-            delta = ratio = ""
-            if ref is not None and ref is not r:
+            delta = ""
+            if ref is not r:
                 diff = [float(a) - float(b) for a, b in zip(r["correct"], ref["correct"])]
                 mean = sum(diff) / len(diff)
                 se = (sum((d - mean) ** 2 for d in diff) / (len(diff) - 1) / len(diff)) ** 0.5
                 delta = f"{100 * mean:+.1f} ({100 * se:.1f})"
-            if ref is not None:
-                ratio = f"{ref['nfe'] / r['nfe']:.1f}x"
             per_tier = " / ".join(f"{r['tiers'][k]['nfe']:.1f}" for k in sorted(r["tiers"]))
             lines.append(f"| {r['config']} | " + " | ".join(tiers) + f" | {100 * r['acc']:.1f} | {delta} | "
-                         f"{r['nfe']:.2f} | {per_tier} | {ratio} |")
+                         f"{r['nfe']:.2f} | {per_tier} | {r['nfe'] / ref['nfe']:.2f} | {r['non_eos_tokens_per_s']:.0f} |")
         lines.append("")
     return "\n".join(lines)
 
