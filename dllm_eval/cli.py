@@ -19,7 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "exec-check": ("dllm_eval.scoring.cli", "run one program in the sandbox and print its verdict"),
     "report": ("dllm_eval.analysis.cli", "write report.md and figures for a run directory"),
     "eval-all": ("dllm_eval.matrix", "run the schedulers x tasks x seeds matrix through lm_eval, then report"),
-    "train-tiny": ("dllm_eval.train", "train the small embedded LLaDA-format model"),
+    "train-tiny": ("dllm_eval.train", "train a small embedded model (LLaDA or Dream format) on the synthetic tasks"),
     "lm-eval": ("dllm_eval.lm_eval_cli", "lm_eval's own CLI (same arguments), indexing only --include_path when it has every task"),
 }
 
