@@ -36,11 +36,13 @@ def tok_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tok_dir, tmp_path_factory) -> tuple[Path, Path]:
-    """A 40-step CPU run of a 1-layer Dream model: (checkpoint dir, log dir)."""
+    """A 40-step CPU run of a 1-layer Dream model, with one periodic quick evaluation (as the GPU
+    run's --eval-every): (checkpoint dir, log dir)."""
     root = tmp_path_factory.mktemp("dream_run")
     out, logs = root / "ckpt", root / "logs"
     argv = ["--arch", "dream", "--out", str(out), "--log-dir", str(logs), "--tokenizer", str(tok_dir),
-            "--steps", "40", "--batch-size", "8", "--warmup", "5", "--lr", "3e-3", "--log-every", "5", *TINY]
+            "--steps", "40", "--batch-size", "8", "--warmup", "5", "--lr", "3e-3", "--log-every", "5",
+            "--eval-every", "40", "--eval-docs", "4", *TINY]
     assert train.main(argv) == 0
     return out, logs
 
@@ -182,8 +184,32 @@ def test_tiny_cpu_run_reduces_the_loss(trained):
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 8
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:2]) / 2
+    assert sorted(r["eval"] for r in records if "eval" in r) == ["code", "math"]  # the quick decoder ran
+    assert (logs / "loss_curve.png").stat().st_size > 0
     meta = json.loads((logs / "train_meta.json").read_text())
     assert (meta["arch"], meta["steps"]) == ("dream", 40)
+
+
+def test_continued_training_from_the_dream_checkpoint(trained, tmp_path):
+    out, _ = trained
+    base = ["--init", str(out), "--steps", "2", "--batch-size", "4", "--warmup", "1", "--workers", "0",
+            "--device", "cpu", "--log-dir", str(tmp_path / "logs")]
+    assert train.main(["--arch", "dream", "--out", str(tmp_path / "more"), *base]) == 0
+    assert json.loads((tmp_path / "more" / "config.json").read_text())["num_key_value_heads"] == 2  # init's shape
+    assert train.main(["--arch", "llada", "--out", str(tmp_path / "wrong"), *base]) == 2  # a Dream init, not LLaDA
+
+
+def test_quick_decoder_runs_on_the_dream_checkpoint_in_every_format(trained):
+    """--final-eval's decoder and prompt formats on a Dream model (bounds only: 40 steps learn nothing)."""
+    from dllm_eval.models.registry import load_model
+
+    out, _ = trained
+    model, vocab = load_model(out), train.Vocab(out)
+    docs = synth_math.test_docs(n=2)
+    for fmt in train.FORMATS:
+        res = train.evaluate(model, vocab, "math", docs, threshold=0.9, fmt=fmt)
+        assert res["n"] == 2 and 0.0 <= res["acc"] <= 1.0
+        assert synth_math.GEN_LENGTH // train.BLOCK <= res["nfe"] <= synth_math.GEN_LENGTH
 
 
 def test_checkpoint_is_in_dreams_format_and_loads(trained, tok_dir):
@@ -272,7 +298,7 @@ def test_model_card_is_filled_from_the_logs(trained):
                    "dllm-eval train-tiny --arch dream --out DIR --steps 40 --workers 0 --seed 0",
                    "not measured yet"):
         assert needle in card, needle
-    last = [json.loads(x) for x in (logs / "train_log.jsonl").read_text().splitlines()][-1]
+    last = [r for r in map(json.loads, (logs / "train_log.jsonl").read_text().splitlines()) if "loss" in r][-1]
     assert f"{last['loss']:.3f} (CE on masked tokens {last['masked_ce']:.3f})" in card
 
     # --card-only regenerates it, now with the quick evaluation a --final-eval run would write.
