@@ -93,7 +93,9 @@ def learn_bpe(seed: int, n_per_task: int, max_vocab: int, arch: str) -> tuple[di
       the indentation after it ("\\n    x" -> "\\n", "   ", " x"), so tiny_llada's merges
       (`\\n   ` is one of them) under it would lengthen every synth_code line: 8.5% of training
       answers would no longer fit the 96-token canvas. Learned under Qwen2's regex, the longest
-      synth_code answer is 87 tokens (88 for tiny_llada) and the longest chat prompt 112.
+      synth_code answer is 87 tokens (88 for tiny_llada); Qwen2's chat template (with its default
+      system turn) is longer than LLaDA's, and 2 in 60,000 synth_code chat prompts exceed
+      MAX_PROMPT (skipped, like any row that does not fit).
     """
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
