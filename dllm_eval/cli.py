@@ -15,12 +15,12 @@ from dllm_eval.errors import UserError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("dllm_eval.generate_cli", "decode one prompt with a scheduler and print text, NFE and tokens/s"),
-    "random-checkpoint": ("dllm_eval.checkpoints", "write a random-weight checkpoint in LLaDA's on-disk format"),
+    "random-checkpoint": ("dllm_eval.checkpoints", "write a random-weight checkpoint in LLaDA's or Dream's on-disk format"),
     "exec-check": ("dllm_eval.scoring.cli", "run one program in the sandbox and print its verdict"),
     "report": ("dllm_eval.analysis.cli", "write report.md and figures for a run directory"),
     "plan": ("dllm_eval.analysis.planning", "documents a paired comparison needs for a target MDE (from a run or a discordance)"),
     "eval-all": ("dllm_eval.matrix", "run the schedulers x tasks x seeds matrix through lm_eval, then report"),
-    "train-tiny": ("dllm_eval.train", "train the small embedded LLaDA-format model"),
+    "train-tiny": ("dllm_eval.train", "train a small embedded model (LLaDA or Dream format) on the synthetic tasks"),
     "timing": ("dllm_eval.timing", "interleaved, paired tokens/s of several configurations on the same batches"),
     "lm-eval": ("dllm_eval.lm_eval_cli", "lm_eval's own CLI (same arguments), indexing only --include_path when it has every task"),
 }

@@ -1,10 +1,18 @@
-"""`dllm-eval train-tiny`: train the small embedded LLaDA-format model on the synthetic tasks.
+"""`dllm-eval train-tiny`: train a small embedded model (LLaDA or Dream format) on the synthetic tasks.
+
+`--arch llada` (default) trains tiny_llada, `--arch dream` tiny_dream. The two share the data,
+objective, optimizer, budget and evaluation; what differs is small and kept in one place each:
+the BPE's pre-tokenizer and the tokenizer files (`build_tokenizer`), the prompt rendering
+(`render_prompt`), the model config (`model_config`) and the checkpoint writer (`FAMILY_CODE`).
+The objective needs no family branch: every model's forward returns *aligned* logits
+(Dream's one-position shift happens inside `dllm_eval.models.dream`).
 
 What it does, in order:
 1. builds the tokenizer: a byte-level BPE learned with the `tokenizers` library on generated
    problems, with digits kept as single tokens (no merge ever contains a digit, so numbers are
-   spelled digit by digit and arithmetic stays learnable), LLaDA's special tokens packed after
-   the learned vocabulary, and LLaDA's chat template;
+   spelled digit by digit and arithmetic stays learnable), the family's special tokens packed
+   after the learned vocabulary, and the family's chat template (LLaDA-8B-Instruct's, or
+   Qwen2's for Dream);
 2. streams freshly generated training problems (train bucket only, see dllm_eval.synth.common)
    from worker processes, each prompt rendered raw, raw after BOS, or through the chat template,
    so the model answers the same whichever way an adapter renders prompts;
@@ -17,7 +25,8 @@ What it does, in order:
    EOS padding included), then averaged over the batch;
 4. evaluates on the test splits with a minimal block-wise low-confidence decoder (no KV cache,
    for speed on the GPU; committed numbers come from the real schedulers) and writes the
-   checkpoint in LLaDA's on-disk format (bf16 safetensors shards, index, config, tokenizer).
+   checkpoint in the family's on-disk format (bf16 safetensors shards, index, config, tokenizer);
+   for Dream also the model card (`write_dream_card`), filled from the run's logs.
 
 Reproducible from `--seed` (with the same `--workers`, which decides how the data stream is
 split). Step count: `--steps`, or `--time-budget` seconds, in which case the step count is fixed
@@ -72,23 +81,33 @@ def tokenizer_corpus(seed: int, n_per_task: int) -> list[str]:
     return texts
 
 
-def build_tokenizer(out_dir: str | os.PathLike, seed: int = 0, n_per_task: int = 20000,
-                    max_vocab: int = 1024) -> dict[str, int]:
-    """Learn the BPE, write an AutoTokenizer-loadable tokenizer to `out_dir`, return its special ids.
+def learn_bpe(seed: int, n_per_task: int, max_vocab: int, arch: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Learn the byte-level BPE on the generated corpus; returns (vocabulary, merges).
 
-    The trainer's pre-tokenizer isolates every digit, so no learned merge contains a digit; the
-    written tokenizer (plain byte-level pre-tokenizer) then also splits numbers into digits.
-    The templates' vocabulary is small, so the BPE saturates well below `max_vocab` (~660
-    tokens: every template word becomes one token, which roughly halves prompt length).
+    Merges can only form inside a pre-token, so the BPE must be learned under the pre-tokenizer
+    the written tokenizer applies when encoding, or some merges never fire:
+    - LLaDA (tokenizer.json, GPT-2's byte-level regex): the trainer isolates every digit first,
+      so no merge contains a digit; the written tokenizer then also spells numbers digit by digit.
+    - Dream (vocab.json + merges.txt, read by Qwen2's tokenizer, whose regex is fixed by the
+      format): Qwen2's regex, which already splits digits one by one. It also cuts a newline off
+      the indentation after it ("\\n    x" -> "\\n", "   ", " x"), so tiny_llada's merges
+      (`\\n   ` is one of them) under it would lengthen every synth_code line: 8.5% of training
+      answers would no longer fit the 96-token canvas. Learned under Qwen2's regex, the longest
+      synth_code answer is 87 tokens (88 for tiny_llada); Qwen2's chat template (with its default
+      system turn) is longer than LLaDA's, and 2 in 60,000 synth_code chat prompts exceed
+      MAX_PROMPT (skipped, like any row that does not fit).
     """
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
-    from dllm_eval.models.tokenizer import compact_special_ids, write_tokenizer
+    if arch == "llada":
+        pre = [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    else:
+        from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
+        pre = [pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+               pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence(pre)
     trainer = trainers.BpeTrainer(vocab_size=max_vocab, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tok.train_from_iterator(tokenizer_corpus(seed, n_per_task), trainer)
@@ -97,43 +116,115 @@ def build_tokenizer(out_dir: str | os.PathLike, seed: int = 0, n_per_task: int =
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     if sorted(vocab.values()) != list(range(len(vocab))):
         raise RuntimeError("BPE vocabulary ids are not contiguous")
-    specials = compact_special_ids(len(vocab))
-    need = max(specials.values()) + 1
-    vocab_size = -(-need // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
-    write_tokenizer(out_dir, vocab, merges, specials, vocab_size, model_max_length=SEQ_LEN * 4)
+    return vocab, merges
+
+
+def padded_vocab_size(n_ids: int) -> int:
+    """Model rows for `n_ids` token ids: rounded up to a multiple of 64 (GPU-friendly matmuls)."""
+    return -(-n_ids // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
+def build_tokenizer(out_dir: str | os.PathLike, seed: int = 0, n_per_task: int = 20000,
+                    max_vocab: int = 1024, arch: str = "llada") -> dict[str, int]:
+    """Learn the BPE, write the family's tokenizer files to `out_dir`, return its special ids.
+
+    The templates' vocabulary is small, so the BPE saturates well below `max_vocab` (~660-690
+    tokens: every template word becomes one token, which roughly halves prompt length).
+    LLaDA: tokenizer.json + LLaDA's special tokens and template (AutoTokenizer-loadable).
+    Dream: the hub's layout (vocab.json, merges.txt, tokenizer_config.json with the
+    `tokenization_dream` auto_map), Dream's added tokens packed after the vocabulary, Qwen2's
+    chat template; loaded by `load_tokenizer` as Qwen2's tokenizer, no remote code.
+    """
+    from dllm_eval.models.tokenizer import (
+        DREAM_ADDED_TOKENS,
+        compact_special_ids,
+        write_dream_tokenizer,
+        write_tokenizer,
+    )
+
+    vocab, merges = learn_bpe(seed, n_per_task, max_vocab, arch)
+    if arch == "llada":
+        specials = compact_special_ids(len(vocab))
+        vocab_size = padded_vocab_size(max(specials.values()) + 1)
+        write_tokenizer(out_dir, vocab, merges, specials, vocab_size, model_max_length=SEQ_LEN * 4)
+        return specials
+    # write_dream_tokenizer rebuilds the vocabulary as bytes + merge products in merge order,
+    # which is how the trainer numbers it; checked, since every model row depends on it.
+    specials = write_dream_tokenizer(out_dir, padded_vocab_size(len(vocab) + len(DREAM_ADDED_TOKENS)), merges=merges,
+                                     model_max_length=SEQ_LEN * 4)
+    written = json.loads((Path(out_dir) / "vocab.json").read_text())
+    if written != vocab:
+        raise RuntimeError("the Dream vocab.json does not number tokens as the trained BPE does")
     return specials
 
 
-def render_prompt(text: str, fmt: str) -> str:
-    """A prompt as an adapter may present it: raw, after BOS, or through LLaDA's chat template."""
-    from dllm_eval.models.tokenizer import BOS, END_HEADER, EOT, START_HEADER
+def render_prompt(text: str, fmt: str, arch: str = "llada") -> str:
+    """A prompt as an adapter may present it: raw, after BOS, or through the family's chat
+    template (equal to the tokenizer's `apply_chat_template` with a generation prompt)."""
+    from dllm_eval.models import tokenizer as T
 
     if fmt == "raw":
         return text
     if fmt == "bos":
-        return BOS + text
-    if fmt == "chat":
-        return (f"{BOS}{START_HEADER}user{END_HEADER}\n\n{text.strip()}{EOT}"
-                f"{START_HEADER}assistant{END_HEADER}\n\n")
+        return (T.BOS if arch == "llada" else T.DREAM_BOS) + text
+    if fmt == "chat" and arch == "llada":
+        return (f"{T.BOS}{T.START_HEADER}user{T.END_HEADER}\n\n{text.strip()}{T.EOT}"
+                f"{T.START_HEADER}assistant{T.END_HEADER}\n\n")
+    if fmt == "chat":  # Qwen2's template: a default system turn, content untrimmed
+        return (f"{T.IM_START}system\nYou are a helpful assistant.{T.IM_END}\n"
+                f"{T.IM_START}user\n{text}{T.IM_END}\n{T.IM_START}assistant\n")
     raise ValueError(f"unknown prompt format {fmt!r}")
 
 
+TOKENIZER_FILES = {
+    "llada": ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"),
+    "dream": ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"),
+}
+
+
+def tokenizer_arch(tok_dir: str | os.PathLike) -> str | None:
+    """Which family's tokenizer files `tok_dir` holds (Dream's config names DreamTokenizer), or None."""
+    d = Path(tok_dir)
+    config = d / "tokenizer_config.json"
+    if config.is_file() and json.loads(config.read_text()).get("tokenizer_class") == "DreamTokenizer":
+        return "dream" if all((d / f).is_file() for f in TOKENIZER_FILES["dream"]) else None
+    return "llada" if (d / "tokenizer.json").is_file() else None
+
+
 class Vocab:
-    """The ids training and decoding need, read from a written tokenizer directory."""
+    """The ids training and decoding need, read from a written tokenizer directory (either family).
+
+    Encoding uses a `tokenizers` object in both cases (fast in the data workers); for Dream it is
+    Qwen2's fast tokenizer built from vocab.json/merges.txt, which encodes like the Qwen2
+    tokenizer `load_tokenizer` returns (tested).
+    """
 
     def __init__(self, tok_dir: str | os.PathLike) -> None:
-        from tokenizers import Tokenizer
+        from dllm_eval.models import tokenizer as T
 
-        from dllm_eval.models.tokenizer import BOS, EOS, MASK
+        self.dir = Path(tok_dir)
+        arch = tokenizer_arch(self.dir)
+        if arch is None:
+            raise UserError(f"{self.dir} holds no LLaDA (tokenizer.json) or Dream (vocab.json, merges.txt, "
+                            "tokenizer_config.json) tokenizer")
+        self.arch: str = arch
+        if arch == "llada":
+            from tokenizers import Tokenizer
 
-        self.path = Path(tok_dir) / "tokenizer.json"
-        self.tok = Tokenizer.from_file(str(self.path))
-        self.eos, self.bos, self.mask = (self.tok.token_to_id(t) for t in (EOS, BOS, MASK))
-        self.first_special = self.bos
-        self.size = self.tok.get_vocab_size()
+            self.tok = Tokenizer.from_file(str(self.dir / "tokenizer.json"))
+            self.eos, self.bos, self.mask = (self.tok.token_to_id(t) for t in (T.EOS, T.BOS, T.MASK))
+            self.first_special = self.bos
+            self.size = self.tok.get_vocab_size()
+        else:
+            from transformers import Qwen2TokenizerFast
+
+            self.tok = Qwen2TokenizerFast.from_pretrained(str(self.dir)).backend_tokenizer
+            self.eos, self.bos, self.mask = (self.tok.token_to_id(t) for t in (T.DREAM_EOS, T.DREAM_BOS, T.DREAM_MASK))
+            self.first_special = min(self.tok.get_added_tokens_decoder())
+            self.size = padded_vocab_size(self.tok.get_vocab_size(with_added_tokens=True))
 
     def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text).ids
+        return self.tok.encode(text, add_special_tokens=False).ids
 
     def decode_answer(self, ids: Sequence[int]) -> str:
         """Text of a generated canvas: everything before the first special token (EOS, EOT...)."""
@@ -167,7 +258,7 @@ def make_batches(tok_dir: str, seed: int, batch_size: int, math_frac: float, wor
             task = TASKS[name]
             doc = next(streams[name])
             fmt = rng.choices(FORMATS, weights=FORMAT_WEIGHTS)[0]
-            prompt = vocab.encode(render_prompt(task.doc_to_text(doc), fmt))
+            prompt = vocab.encode(render_prompt(task.doc_to_text(doc), fmt, vocab.arch))
             answer = vocab.encode(task.doc_to_answer(doc))
             gen = task.GEN_LENGTH
             if len(answer) >= gen or len(prompt) + gen > SEQ_LEN:
@@ -320,7 +411,7 @@ def evaluate(model, vocab: Vocab, task_name: str, docs: list[dict], threshold: f
              fmt: str = "raw") -> dict:
     """Accuracy per tier and mean NFE of the quick decoder on `docs`."""
     task = TASKS[task_name]
-    prompts = [vocab.encode(render_prompt(task.doc_to_text(d), fmt)) for d in docs]
+    prompts = [vocab.encode(render_prompt(task.doc_to_text(d), fmt, vocab.arch)) for d in docs]
     t0 = time.perf_counter()
     outs, nfes = decode(model, prompts, task.GEN_LENGTH, vocab, threshold)
     texts = [cut_at_stops(vocab.decode_answer(o), TASKS[task_name].UNTIL) for o in outs]
@@ -347,11 +438,24 @@ def evaluate(model, vocab: Vocab, task_name: str, docs: list[dict], threshold: f
 # --------------------------------------------------------------------------------------------
 
 
+ARCHES = ("llada", "dream")
+# Per-family defaults where the families differ. Dream: 4 heads of 80 sharing 2 KV heads, so the
+# tiny model has real grouped-query attention (more than one KV head, each shared by several
+# query heads: a head-to-group mapping error cannot hide, as it could with a single KV head).
+ARCH_DEFAULTS = {
+    "llada": {"out": "runs/tiny_llada", "log_dir": "results/embedded", "n_heads": 5, "kv_heads": None},
+    "dream": {"out": "runs/tiny_dream", "log_dir": "results/embedded/tiny_dream", "n_heads": 4, "kv_heads": 2},
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/tiny_llada", help="checkpoint directory to write")
-    parser.add_argument("--log-dir", default="results/embedded", help="where the loss curve and eval go")
+    parser.add_argument("--arch", choices=ARCHES, default="llada",
+                        help="checkpoint family: llada (tiny_llada) or dream (tiny_dream)")
+    parser.add_argument("--out", default=None, help="checkpoint directory to write (default: runs/tiny_<arch>)")
+    parser.add_argument("--log-dir", default=None, help="where the loss curve and eval go "
+                        "(default: results/embedded for llada, results/embedded/tiny_dream for dream)")
     parser.add_argument("--tokenizer", default=None,
-                        help="reuse the tokenizer of this directory instead of learning a new one")
+                        help="reuse the tokenizer of this directory (same --arch) instead of learning a new one")
     parser.add_argument("--init", default=None,
                         help="start from this checkpoint (continued training; implies its tokenizer)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps")
@@ -366,7 +470,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cuda, cpu or auto")
     parser.add_argument("--d-model", type=int, default=320)
     parser.add_argument("--n-layers", type=int, default=8)
-    parser.add_argument("--n-heads", type=int, default=5)
+    parser.add_argument("--n-heads", type=int, default=None, help="attention heads (default: 5 llada, 4 dream)")
+    parser.add_argument("--kv-heads", type=int, default=None,
+                        help="key/value heads (default: --n-heads for llada, 2 for dream)")
     parser.add_argument("--mlp", type=int, default=896)
     parser.add_argument("--math-frac", type=float, default=0.7, help="share of synth_math rows")
     parser.add_argument("--workers", type=int, default=8, help="data-generation processes (0: in-process)")
@@ -376,6 +482,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--final-eval", action="store_true",
                         help="evaluate the full test splits at the end (quick decoder, several thresholds)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    parser.add_argument("--card-only", action="store_true",
+                        help="dream: only (re)write --out's README.md from the checkpoint and --log-dir's logs")
 
 
 def _lr_at(step: int, total: int, args: argparse.Namespace) -> float:
@@ -395,7 +503,7 @@ def _compiled_or_eager(model, vocab: Vocab, device: str, batch_size: int):
 
     compiled = torch.compile(model)
     try:
-        batch = {k: v.to(device) for k, v in next(make_batches_torch(str(vocab.path.parent), batch_size)).items()}
+        batch = {k: v.to(device) for k, v in next(make_batches_torch(str(vocab.dir), batch_size)).items()}
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
             loss, _ = sft_loss(compiled, batch, vocab.mask, torch.Generator(device=device).manual_seed(0))
         loss.backward()
@@ -416,6 +524,18 @@ def make_batches_torch(tok_dir: str, batch_size: int) -> Iterator[dict]:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    """Fill the per-family defaults, then reject bad combinations with one line each."""
+    arch = getattr(args, "arch", "llada")
+    args.arch = arch
+    for key, value in ARCH_DEFAULTS[arch].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.kv_heads is None:
+        args.kv_heads = args.n_heads
+    if args.card_only:
+        if arch != "dream":
+            raise UserError("--card-only writes tiny_dream's model card; use it with --arch dream")
+        return
     if (args.steps is None) == (args.time_budget is None):
         raise UserError("give exactly one of --steps N or --time-budget SECONDS")
     if args.steps is not None and args.steps < 1:
@@ -424,6 +544,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--time-budget must be positive, got {args.time_budget}")
     if args.d_model % args.n_heads or (args.d_model // args.n_heads) % 2:
         raise UserError(f"--d-model {args.d_model} must split into --n-heads {args.n_heads} heads of even size")
+    if args.kv_heads < 1 or args.n_heads % args.kv_heads:
+        raise UserError(f"--kv-heads {args.kv_heads} must divide --n-heads {args.n_heads}")
     if not 0.0 <= args.math_frac <= 1.0:
         raise UserError(f"--math-frac must be in [0, 1], got {args.math_frac}")
     if args.batch_size < 1:
@@ -432,16 +554,56 @@ def _check_args(args: argparse.Namespace) -> None:
         if not (Path(args.init) / "config.json").is_file():
             raise UserError(f"--init {args.init} is not a checkpoint directory (no config.json)")
         args.tokenizer = args.tokenizer or args.init
-    if args.tokenizer and not (Path(args.tokenizer) / "tokenizer.json").is_file():
-        raise UserError(f"--tokenizer {args.tokenizer} has no tokenizer.json")
+    if args.tokenizer and tokenizer_arch(args.tokenizer) != arch:
+        raise UserError(f"--tokenizer {args.tokenizer} holds no {arch} tokenizer "
+                        f"({', '.join(TOKENIZER_FILES[arch])})")
+
+
+# The model file of each family and its checkpoint writer; both files offer
+# `build_model(config, seed, device, dtype)` and `parameter_count(config)`.
+FAMILY_CODE = {"llada": ("dllm_eval.models.llada", "save_llada"), "dream": ("dllm_eval.models.dream", "save_dream")}
+
+
+def model_config(args: argparse.Namespace, vocab: Vocab) -> Any:
+    """The family's config for the model to train, with the tokenizer's ids.
+
+    Dream: Dream-7B's architecture choices (q/k/v biases, untied head, RoPE theta 1e6, GQA) at
+    tiny_llada's width, depth and MLP size; eos = pad = bos id = `<|endoftext|>` as in
+    Dream-7B's config.json (`<|beginoftext|>` is the tokenizer's BOS, which prompts may carry).
+    """
+    if args.arch == "llada":
+        from dllm_eval.models.llada import LLaDAConfig
+
+        return LLaDAConfig(
+            d_model=args.d_model, n_heads=args.n_heads, n_kv_heads=args.kv_heads, n_layers=args.n_layers,
+            mlp_hidden_size=args.mlp, vocab_size=vocab.size, embedding_size=vocab.size,
+            max_sequence_length=4096, mask_token_id=vocab.mask, eos_token_id=vocab.eos, pad_token_id=vocab.eos,
+            extra={"bos_token_id": vocab.bos},
+        )
+    from dllm_eval.models.dream import DreamConfig
+
+    config = DreamConfig(
+        hidden_size=args.d_model, intermediate_size=args.mlp, num_hidden_layers=args.n_layers,
+        num_attention_heads=args.n_heads, num_key_value_heads=args.kv_heads, vocab_size=vocab.size,
+        max_position_embeddings=4096, rope_theta=1e6, tie_word_embeddings=False,
+        mask_token_id=vocab.mask, eos_token_id=vocab.eos, pad_token_id=vocab.eos, bos_token_id=vocab.eos,
+    )
+    config.validate()
+    return config
 
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
+    if args.card_only:
+        print(f"wrote {write_dream_card(args.out, args.log_dir)}")
+        return 0
+    import importlib
+
     import torch
 
-    from dllm_eval.models.llada import LLaDAConfig, build_model, load_llada, parameter_count, save_llada
+    from dllm_eval.models.registry import family_of, load_model
 
+    family = importlib.import_module(FAMILY_CODE[args.arch][0])
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA GPU is visible")
@@ -453,31 +615,28 @@ def run(args: argparse.Namespace) -> int:
 
     t_start = time.perf_counter()
     if args.tokenizer:
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        for name in TOKENIZER_FILES[args.arch]:
             src = Path(args.tokenizer) / name
             if src.resolve() != (out / name).resolve():
                 shutil.copyfile(src, out / name)
     else:
-        build_tokenizer(out, seed=args.seed)
+        build_tokenizer(out, seed=args.seed, arch=args.arch)
     vocab = Vocab(out)
     print(f"tokenizer: {vocab.size} ids (eos={vocab.eos} mask={vocab.mask}) "
           f"in {time.perf_counter() - t_start:.1f}s", flush=True)
 
-    config = LLaDAConfig(
-        d_model=args.d_model, n_heads=args.n_heads, n_kv_heads=args.n_heads, n_layers=args.n_layers,
-        mlp_hidden_size=args.mlp, vocab_size=vocab.size, embedding_size=vocab.size,
-        max_sequence_length=4096, mask_token_id=vocab.mask, eos_token_id=vocab.eos, pad_token_id=vocab.eos,
-        extra={"bos_token_id": vocab.bos},
-    )
+    config = model_config(args, vocab)
     if args.init:
-        model = load_llada(args.init, device=device, dtype=torch.float32)
+        model = load_model(args.init, device=device, dtype=torch.float32)
+        if family_of(model).name != args.arch:
+            raise UserError(f"--init {args.init} is a {family_of(model).name} checkpoint, not --arch {args.arch}")
         config = model.config
         if (config.padded_vocab, config.mask_token_id, config.eos_token_id) != (vocab.size, vocab.mask, vocab.eos):
             raise UserError(f"--init {args.init}: its vocabulary does not match the tokenizer")
     else:
-        model = build_model(config, seed=args.seed, device=device, dtype=torch.float32)
+        model = family.build_model(config, seed=args.seed, device=device, dtype=torch.float32)
     model = model.train().requires_grad_(True)
-    n_params = parameter_count(config)
+    n_params = family.parameter_count(config)
     print(f"model: {n_params / 1e6:.2f}M parameters, {device}", flush=True)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -549,12 +708,13 @@ def run(args: argparse.Namespace) -> int:
     model.eval().requires_grad_(False)
 
     meta = {
+        **({"arch": args.arch, "compile": args.compile} if args.arch != "llada" else {}),  # llada: keys as shipped
         "seed": args.seed, "steps": step, "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup,
         "workers": args.workers, "math_frac": args.math_frac, "init": args.init, "train_seconds": round(train_seconds, 1),
         "parameters": n_params, "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
         "sequences_seen": step * args.batch_size, "torch": torch.__version__,
     }
-    save_llada(model, out, dtype=torch.bfloat16, max_shard_bytes=12 * 1024**2)
+    getattr(family, FAMILY_CODE[args.arch][1])(model, out, dtype=torch.bfloat16, max_shard_bytes=12 * 1024**2)
     (log_dir / "train_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     plot_training_log(log_path, log_dir / "loss_curve.png")
     print(json.dumps(meta), flush=True)
@@ -573,6 +733,8 @@ def run(args: argparse.Namespace) -> int:
                 results.append(res)
                 print(json.dumps({k: v for k, v in res.items() if k != "examples"}), flush=True)
         (log_dir / "train_eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    if args.arch == "dream":
+        print(f"model card: {write_dream_card(out, log_dir)}", flush=True)
     return 0
 
 
@@ -602,6 +764,154 @@ def plot_training_log(log_path: str | os.PathLike, out_png: str | os.PathLike) -
     plt.close(fig)
 
 
+# --------------------------------------------------------------------------------------------
+# Model card (tiny_dream): every number is read from the checkpoint and the run's logs
+# --------------------------------------------------------------------------------------------
+
+
+def _card_table(rows: Sequence[tuple[str, str]]) -> list[str]:
+    return ["| field | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+
+
+def _quick_eval_lines(results: list[dict]) -> list[str]:
+    """train_eval.json (the training-time decoder at several thresholds) as one markdown table."""
+    lines = ["| task | decoder | prompt | n | tier 1 | tier 2 | tier 3 | tier 4 | all | NFE/doc |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        decoder = "1 token/step" if r["threshold"] is None else f"τ = {r['threshold']}"
+        tiers = [f"{100 * r['acc_tier'][t]:.1f}" if t in r["acc_tier"] else "" for t in ("1", "2", "3", "4")]
+        lines.append(f"| synth_{r['task']} | {decoder} | {r['format']} | {r['n']} | {' | '.join(tiers)} | "
+                     f"{100 * r['acc']:.1f} | {r['nfe']:.2f} |")
+    return lines
+
+
+def write_dream_card(ckpt_dir: str | os.PathLike, log_dir: str | os.PathLike) -> Path:
+    """Write `ckpt_dir/README.md`, tiny_dream's model card, from its config, index, tokenizer and
+    the run's `train_meta.json` / `train_log.jsonl` (plus `train_eval.json` and
+    `scheduler_eval_gpu.json` when present), so no number in it is typed by hand. Re-run it with
+    `dllm-eval train-tiny --arch dream --card-only --out DIR --log-dir DIR` after adding results."""
+    from dllm_eval.models import tokenizer as T
+    from dllm_eval.models.checkpoint_io import WEIGHTS_INDEX, read_json
+    from dllm_eval.models.dream import load_config, parameter_count
+
+    ckpt, logs = Path(ckpt_dir), Path(log_dir)
+    config = load_config(ckpt)
+    meta = read_json(logs / "train_meta.json")
+    records = [json.loads(x) for x in (logs / "train_log.jsonl").read_text().splitlines() if x.strip()]
+    last = [r for r in records if "loss" in r][-1]
+    index = read_json(ckpt / WEIGHTS_INDEX)
+    shards = sorted(set(index["weight_map"].values()))
+    mib = [(ckpt / s).stat().st_size / 1024**2 for s in shards]
+    vocab = Vocab(ckpt)
+    n_bpe = len(json.loads((ckpt / "vocab.json").read_text()))
+    n_merges = sum(1 for line in (ckpt / "merges.txt").read_text().splitlines()[1:] if line)  # after "#version"
+    ids = {name: vocab.tok.token_to_id(name) for name in (T.DREAM_BOS, T.DREAM_EOS, T.DREAM_MASK, T.IM_START, T.IM_END)}
+    rate = meta["steps"] / meta["train_seconds"] if meta["train_seconds"] else 0.0
+    command = (f"dllm-eval train-tiny --arch dream --out DIR --steps {meta['steps']}"
+               f"{' --compile' if meta.get('compile') else ''} --workers {meta['workers']} --seed {meta['seed']}")
+
+    out = [
+        "# tiny_dream: the embedded Dream-format diffusion model of dllm-eval",
+        "",
+        f"A {meta['parameters'] / 1e6:.1f}M-parameter masked diffusion language model in Dream's exact on-disk "
+        "format (Dream-org/Dream-v0-Instruct-7B's config fields, weight names, tokenizer files and chat "
+        "template), trained from scratch on the same synthetic tasks, data and objective as tiny_llada. "
+        "It exists so that every scheduler can be compared on two model families on a laptop with no network:",
+        "",
+        "    lm_eval --model dllm_adaptive --model_args pretrained=tiny_dream --tasks synth_math --include_path tasks",
+        "",
+        "It is a toy for testing evaluation machinery, not a language model: it knows nothing outside the "
+        "two task templates.",
+        "",
+        "## Architecture",
+        "",
+        "Dream's Qwen2 network (`dllm_eval/models/dream.py`): bidirectional attention, RMSNorm, RoPE, SwiGLU "
+        "MLP, biases on q/k/v only, grouped-query attention, untied head, and Dream's logit shift "
+        "(the logit for position i comes from the hidden state at i-1).",
+        "",
+        *_card_table([
+            ("hidden_size / num_hidden_layers", f"{config.hidden_size} / {config.num_hidden_layers}"),
+            ("num_attention_heads / num_key_value_heads (head dim)",
+             f"{config.num_attention_heads} / {config.effective_n_kv_heads} ({config.head_dim})"),
+            ("intermediate_size", str(config.intermediate_size)),
+            ("rope_theta", f"{config.rope_theta:g}"),
+            ("vocab_size (model rows)", str(config.vocab_size)),
+            ("parameters", f"{parameter_count(config):,}"),
+            ("weights", f"{config.extra.get('torch_dtype', 'bfloat16')} safetensors, {len(shards)} shard{'s' if len(shards) > 1 else ''} "
+                        f"({' + '.join(f'{m:.1f}' for m in mib)} = {sum(mib):.1f} MiB), `{WEIGHTS_INDEX}`"),
+            ("special ids", f"`<\\|endoftext\\|>` = EOS = PAD {ids[T.DREAM_EOS]}, `<\\|mask\\|>` {ids[T.DREAM_MASK]}, "
+                            f"`<\\|beginoftext\\|>` (BOS) {ids[T.DREAM_BOS]}, `<\\|im_start\\|>` {ids[T.IM_START]}, "
+                            f"`<\\|im_end\\|>` {ids[T.IM_END]}"),
+        ]),
+        "",
+        "## Tokenizer",
+        "",
+        f"Dream's layout: `vocab.json` ({n_bpe} ordinary tokens: the 256 byte-level symbols plus {n_merges} "
+        "merges), `merges.txt`, and `tokenizer_config.json` with Dream's added tokens packed after the "
+        "vocabulary, the `auto_map` to `tokenization_dream.DreamTokenizer` and Qwen2's chat template "
+        "(`<|im_start|>` turns, default system turn). Load it with `dllm_eval.models.tokenizer.load_tokenizer` "
+        "(Qwen2's tokenizer, no remote code). The BPE is learned like tiny_llada's "
+        "(`dllm_eval.train.build_tokenizer`, same corpus and settings, deterministic) but under Qwen2's "
+        "pre-tokenizer regex, which the format applies when encoding: numbers are spelled digit by digit, "
+        "and every merge can fire (tiny_llada's merges under Qwen2's regex would lengthen every indented "
+        "synth_code line and push some answers past the 96-token canvas).",
+        "",
+        "## Data and training",
+        "",
+        "As tiny_llada (`dllm_eval/assets/tiny_llada/README.md`): problems generated on the fly from the train "
+        f"bucket of each task ({100 * meta['math_frac']:.0f}% synth_math), answers padded with EOS to the task's "
+        "generation length (64 / 96 tokens), prompts rendered raw (45%), after BOS (15%) or through the chat "
+        "template (40%); LLaDA's SFT objective (prompt never masked, t ~ U(0, 1) stratified over the batch, "
+        "CE on masked answer tokens divided by p). The objective code is the same: the model returns "
+        "aligned logits, the shift stays inside the Dream model file.",
+        "",
+        *_card_table([
+            ("steps / batch", f"{meta['steps']:,} / {meta['batch_size']} sequences "
+                              f"({meta['sequences_seen'] / 1e6:.2f}M sequences seen)"),
+            ("optimizer", f"AdamW (0.9, 0.95), lr {meta['lr']:g}, {meta['warmup']} warm-up steps, cosine decay, "
+                          "weight decay 0.1, clip 1.0"),
+            ("precision", "bf16 autocast, fp32 master weights" + (", `torch.compile`" if meta.get("compile") else "")),
+            ("seed", f"{meta['seed']} ({meta['workers']} data workers)"),
+            ("hardware / time", f"{meta['device']}: {meta['train_seconds']:.0f} s of training ({rate:.1f} steps/s), "
+                                f"torch {meta['torch']}"),
+            ("final loss", f"{last['loss']:.3f} (CE on masked tokens {last['masked_ce']:.3f}) at step {last['step']}"),
+        ]),
+        "",
+        f"Reproduce: `{command}`. Loss curve and periodic evaluations: `train_log.jsonl`, `loss_curve.png` "
+        "next to `train_meta.json`.",
+        "",
+        "## Evaluation",
+        "",
+    ]
+    if (logs / "scheduler_eval_gpu.json").is_file():
+        from dllm_eval.synth.evaluate import summarize
+
+        sched = json.loads((logs / "scheduler_eval_gpu.json").read_text())
+        out += [f"Real schedulers through `python -m dllm_eval.synth.evaluate` ({sched['meta']['device_name']}, "
+                f"{sched['meta']['dtype']}), full test splits; Δ is paired against `llada` on the same documents.",
+                "", summarize(sched["results"]).rstrip(), ""]
+    else:
+        out += ["Real-scheduler numbers: not measured yet. Run `python -m dllm_eval.synth.evaluate --model "
+                "dllm_eval/assets/tiny_dream --device cuda --dtype float32 --batch-size 250 --out "
+                f"{logs}/scheduler_eval_gpu.json` and regenerate this card.", ""]
+    if (logs / "train_eval.json").is_file():
+        out += ["Training-time quick decoder (`dllm_eval.train.decode`: block 32, no cache; accuracy in %):", "",
+                *_quick_eval_lines(json.loads((logs / "train_eval.json").read_text())), ""]
+    out += [
+        "## Limitations",
+        "",
+        "- Trained on canvases of exactly 64 (synth_math) and 96 (synth_code) tokens; decode with those lengths "
+        "and blocks of 32 or more, as tiny_llada.",
+        f"- The token ids are not Dream-7B's ({config.vocab_size} model rows, not 152,064), so no tokenizer or "
+        "weights can be swapped between the two; the format, names and conventions are the same.",
+        "- A toy for testing evaluation machinery; it knows nothing outside the two task templates.",
+        "",
+    ]
+    path = ckpt / "README.md"
+    path.write_text("\n".join(out))
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m dllm_eval.train ...`, the same as `dllm-eval train-tiny ...`."""
     parser = argparse.ArgumentParser(prog="dllm-eval train-tiny", description=__doc__.splitlines()[0])
@@ -613,7 +923,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["add_arguments", "build_tokenizer", "decode", "render_prompt", "run", "sft_loss"]
+__all__ = ["add_arguments", "build_tokenizer", "decode", "render_prompt", "run", "sft_loss", "write_dream_card"]
 
 
 if __name__ == "__main__":

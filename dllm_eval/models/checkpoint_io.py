@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from dllm_eval.errors import UserError
+from dllm_eval.models import EMBEDDED_MODELS
 
 WEIGHTS_INDEX = "model.safetensors.index.json"
 SINGLE_WEIGHTS = "model.safetensors"
@@ -30,12 +31,21 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
 
 
 def resolve_checkpoint(pretrained: str | os.PathLike) -> Path:
-    """A local directory, or a hub id downloaded (config, tokenizer and safetensors only)."""
+    """A local directory, an embedded model's name (`tiny_llada`, `tiny_dream`: see
+    `dllm_eval.models.EMBEDDED_MODELS`), or a hub id downloaded (config, tokenizer and
+    safetensors only). An existing directory wins over a name, so `./tiny_dream` stays a path."""
     path = Path(pretrained).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"{path} has no config.json: not a checkpoint directory")
         return path
+    if str(pretrained) in EMBEDDED_MODELS:
+        asset = EMBEDDED_MODELS[str(pretrained)]
+        if not (asset / "config.json").is_file():
+            raise UserError(f"pretrained={pretrained}: the embedded model {pretrained} is not shipped in this "
+                            f"installation ({asset} has no weights: not trained and committed yet; train it with "
+                            f"`dllm-eval train-tiny --arch {str(pretrained).removeprefix('tiny_')} --out {asset}`)")
+        return asset
     if path.exists():
         raise UserError(f"pretrained={pretrained} is a file; pass the checkpoint directory")
     if str(pretrained).count("/") != 1 or str(pretrained).startswith((".", "/", "~")):
