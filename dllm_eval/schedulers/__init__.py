@@ -5,7 +5,7 @@ block loop (windows, KV cache, forward accounting); `registry` builds schedulers
 other module is one method, reading top to bottom as "how this method picks tokens".
 """
 
-from dllm_eval.schedulers import adaptive, dream, drs, drs_v2, fast_dllm, llada, wino  # noqa: F401  (registration side effects)
+from dllm_eval.schedulers import adaptive, dream, drs, drs_v2, fast_dllm, llada, prophet, wino  # noqa: F401  (registration side effects)
 from dllm_eval.schedulers.base import GenerationOutput
 from dllm_eval.schedulers.registry import SCHEDULERS, Scheduler, get_scheduler, param_fields
 
