@@ -28,3 +28,19 @@ def peaky_model(seed: int = 0, dtype: torch.dtype = torch.float64) -> LLaDAModel
 def random_prompt(length: int, seed: int, batch: int = 1) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(0, 250, (batch, length), generator=gen)
+
+
+def decode_batch_and_rows(name: str, model, rows: list[list[int]], pad_id: int, **params):
+    """Decode `rows` as one left-padded batch and each row alone with scheduler `name`; assert that
+    every row's tokens, NFE and trace events are those it gets alone. Returns the batch output."""
+    from dllm_eval.frontend import left_pad
+    from dllm_eval.schedulers import get_scheduler
+
+    ids, mask = left_pad(rows, pad_id)
+    batch = get_scheduler(name, **params).generate(model, ids, attention_mask=mask)
+    for r, row in enumerate(rows):
+        alone = get_scheduler(name, **params).generate(model, torch.tensor([row]))
+        assert batch.tokens[r].tolist() == alone.tokens[0].tolist(), (name, r)
+        assert batch.traces[r]["nfe"] == alone.traces[0]["nfe"], (name, r)
+        assert batch.traces[r]["events"] == alone.traces[0]["events"], (name, r)
+    return batch

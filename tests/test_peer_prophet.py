@@ -1,6 +1,7 @@
 """`prophet`: token- and NFE-exact against the authors' loop at batch 1 for every answer window,
 early exits that fill later blocks, rows that stay independent in a padded batch (full forwards
-and the prefix cache), Dream, and the stock lm-eval entry point.
+and the prefix cache), and Dream
+(the stock lm-eval entry point: tests/test_peers_b_lm_eval.py).
 
 Oracle: `tests.reference_peers_b.prophet_generate`, Prophet's `generate` re-written on the naive
 LLaDA forward, with the window given as a function of the canvas. The model is a tiny LLaDA with
@@ -9,24 +10,15 @@ peaked logits, whose top-2 gaps (about 1-10) clear the thresholds within the run
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-import torch
 
 from dllm_eval.errors import UserError
-from dllm_eval.frontend import left_pad
 from dllm_eval.schedulers import get_scheduler
 from tests.dream_helpers import D_EOS, D_MASK, peaky_dream
 from tests.dream_helpers import prompt as dream_prompt
-from tests.helpers import EOS, MASK, peaky_model, random_prompt
+from tests.helpers import EOS, MASK, decode_batch_and_rows, peaky_model, random_prompt
 from tests.reference_peers_b import fixed_window, prophet_generate
 
-REPO = Path(__file__).resolve().parents[1]
 WINDOWS = {
     "next:5": lambda x, plen: (x[0, plen:] == MASK).nonzero().flatten().add(plen).tolist()[:5],
     "next:32": lambda x, plen: (x[0, plen:] == MASK).nonzero().flatten().add(plen).tolist(),
@@ -74,32 +66,19 @@ def test_an_early_exit_fills_the_later_blocks_in_one_step(model):
 
 @pytest.mark.parametrize("cache", ["none", "prefix"])
 def test_a_padded_batch_decodes_like_its_rows_alone(model, cache):
-    rows = [random_prompt(9, seed=s)[0].tolist() for s in (11, 12, 13)]
-    rows[1] = rows[1][:4]
-    ids, mask = left_pad(rows, EOS)
-    kw = dict(gen_length=32, block_length=8, cache=cache, mid_threshold=3.5)
-    batch = get_scheduler("prophet", **kw).generate(model, ids, attention_mask=mask)
-    for r, row in enumerate(rows):
-        alone = get_scheduler("prophet", **kw).generate(model, torch.tensor([row]))
-        assert batch.tokens[r].tolist() == alone.tokens[0].tolist()
-        assert batch.traces[r]["nfe"] == alone.traces[0]["nfe"]
-        assert batch.traces[r]["events"] == alone.traces[0]["events"]
+    rows = [random_prompt(n, seed=s)[0].tolist() for n, s in ((9, 11), (4, 12), (9, 13))]
+    batch = decode_batch_and_rows("prophet", model, rows, EOS, gen_length=32, block_length=8, cache=cache,
+                                  mid_threshold=3.5)
     assert all(_exit(t) for t in batch.traces)
     assert len({t["nfe"] for t in batch.traces}) > 1, "rows should exit at different steps"
 
 
 def test_on_dream_rows_stay_independent_and_exit_early():
-    model = peaky_dream(seed=2)
     rows = [dream_prompt(9, seed=1)[0].tolist(), dream_prompt(5, seed=2)[0].tolist()]
-    ids, mask = left_pad(rows, D_EOS)
-    kw = dict(gen_length=24, block_length=8, early_threshold=4.0, mid_threshold=3.0, late_threshold=2.0)
-    batch = get_scheduler("prophet", **kw).generate(model, ids, attention_mask=mask)
+    batch = decode_batch_and_rows("prophet", peaky_dream(seed=2), rows, D_EOS, gen_length=24, block_length=8,
+                                  early_threshold=4.0, mid_threshold=3.0, late_threshold=2.0)
     assert not (batch.tokens == D_MASK).any()
     assert any(_exit(t) for t in batch.traces)
-    for r, row in enumerate(rows):
-        alone = get_scheduler("prophet", **kw).generate(model, torch.tensor([row]))
-        assert batch.tokens[r].tolist() == alone.tokens[0].tolist()
-        assert batch.traces[r]["nfe"] == alone.traces[0]["nfe"]
 
 
 @pytest.mark.parametrize(("kw", "message"), [
@@ -113,13 +92,3 @@ def test_bad_settings_fail_early(kw, message):
     with pytest.raises(UserError, match=message):
         get_scheduler("prophet", gen_length=32, block_length=8, **kw)
 
-
-def test_stock_lm_eval_entry_point_on_the_embedded_model(tmp_path):
-    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "dllm_eval.lm_eval_cli", "--model", "dllm_adaptive", "--model_args",
-                           "scheduler=prophet", "--tasks", "synth_math", "--include_path", str(REPO / "tasks"),
-                           "--limit", "2", "--device", "cpu", "--output_path", str(tmp_path)],
-                          env=env, capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (results,) = tmp_path.rglob("results_*.json")
-    assert "synth_math" in json.loads(results.read_text())["results"]

@@ -1,5 +1,6 @@
 """`wino`: token- and NFE-exact against the authors' loop at batch 1, re-masks that fire, rows that
-stay independent in a padded batch, Dream, and the stock lm-eval entry point.
+stay independent in a padded batch, and Dream
+(the stock lm-eval entry point: tests/test_peers_b_lm_eval.py).
 
 Oracle: `tests.reference_peers_b.wino_generate`, `decoding_wino` re-written on a naive forward
 that takes the official code's explicit [T, T] mask (shadow block appended). The model is a tiny
@@ -8,23 +9,13 @@ LLaDA with peaked confidences, so steps draft several tokens and the shadow re-m
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-import torch
 
-from dllm_eval.frontend import left_pad
 from dllm_eval.schedulers import get_scheduler
 from tests.dream_helpers import D_EOS, D_MASK, peaky_dream
 from tests.dream_helpers import prompt as dream_prompt
-from tests.helpers import EOS, MASK, peaky_model, random_prompt
+from tests.helpers import EOS, MASK, decode_batch_and_rows, peaky_model, random_prompt
 from tests.reference_peers_b import wino_generate
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,39 +43,13 @@ def test_matches_the_authors_loop_at_batch_1(model, seed, gen_length, block_leng
 
 
 def test_a_padded_batch_decodes_like_its_rows_alone(model):
-    rows = [random_prompt(9, seed=11)[0].tolist(), random_prompt(4, seed=12)[0].tolist(),
-            random_prompt(6, seed=13)[0].tolist()]
-    ids, mask = left_pad(rows, EOS)
-    kw = dict(gen_length=32, block_length=16)
-    batch = get_scheduler("wino", **kw).generate(model, ids, attention_mask=mask)
-    for r, row in enumerate(rows):
-        alone = get_scheduler("wino", **kw).generate(model, torch.tensor([row]))
-        assert batch.tokens[r].tolist() == alone.tokens[0].tolist()
-        assert batch.traces[r]["nfe"] == alone.traces[0]["nfe"]
-        assert batch.traces[r]["events"] == alone.traces[0]["events"]
+    rows = [random_prompt(n, seed=s)[0].tolist() for n, s in ((9, 11), (4, 12), (6, 13))]
+    batch = decode_batch_and_rows("wino", model, rows, EOS, gen_length=32, block_length=16)
     assert len({t["nfe"] for t in batch.traces}) > 1, "rows should finish blocks at different steps"
 
 
 def test_on_dream_rows_stay_independent_and_the_shadow_remasks():
-    model = peaky_dream(seed=2)
     rows = [dream_prompt(9, seed=1)[0].tolist(), dream_prompt(5, seed=2)[0].tolist()]
-    ids, mask = left_pad(rows, D_EOS)
-    kw = dict(gen_length=24, block_length=8, threshold=0.5)
-    batch = get_scheduler("wino", **kw).generate(model, ids, attention_mask=mask)
+    batch = decode_batch_and_rows("wino", peaky_dream(seed=2), rows, D_EOS, gen_length=24, block_length=8, threshold=0.5)
     assert not (batch.tokens == D_MASK).any()
     assert any(_remasks(t) for t in batch.traces)
-    for r, row in enumerate(rows):
-        alone = get_scheduler("wino", **kw).generate(model, torch.tensor([row]))
-        assert batch.tokens[r].tolist() == alone.tokens[0].tolist()
-        assert batch.traces[r]["nfe"] == alone.traces[0]["nfe"]
-
-
-def test_stock_lm_eval_entry_point_on_the_embedded_model(tmp_path):
-    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "dllm_eval.lm_eval_cli", "--model", "dllm_adaptive", "--model_args",
-                           "scheduler=wino", "--tasks", "synth_math", "--include_path", str(REPO / "tasks"),
-                           "--limit", "2", "--device", "cpu", "--output_path", str(tmp_path)],
-                          env=env, capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (results,) = tmp_path.rglob("results_*.json")
-    assert "synth_math" in json.loads(results.read_text())["results"]

@@ -69,9 +69,6 @@ class ProphetParams(CommonParams):
 class Prophet(Scheduler):
     Params = ProphetParams
 
-    def cache_mode(self) -> str:
-        return self.params.cache
-
     def decode(self, run: BlockRunner) -> None:
         p, state = self.params, run.state
         total = p.gen_length if p.steps is None else p.steps
@@ -95,6 +92,9 @@ class Prophet(Scheduler):
                 for r in exits.nonzero().flatten().tolist():
                     state.trace.event(r, "prophet_exit", step=step, block=block)
                 running &= ~exits
+
+    def cache_mode(self) -> str:
+        return self.params.cache
 
     def threshold(self, progress: float) -> float:
         p = self.params
