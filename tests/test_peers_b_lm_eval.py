@@ -1,4 +1,5 @@
-"""The WINO and Prophet plug-ins through the stock lm-eval entry point on the embedded model."""
+"""The WINO and Prophet plug-ins through the stock lm-eval entry point: on the embedded model
+(LLaDA) and on a random checkpoint in Dream's on-disk format."""
 
 from __future__ import annotations
 
@@ -11,15 +12,29 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def dream_checkpoint(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dream") / "dream-random"
+    subprocess.run([str(BIN / "dllm-eval"), "random-checkpoint", "--arch", "dream", "--out", str(out), "--d-model", "64",
+                    "--layers", "2", "--heads", "4", "--kv-heads", "2", "--mlp", "128", "--vocab", "512", "--seed", "0"],
+                   check=True)
+    return out
 
 
 @pytest.mark.slow  # 6-10 s each on an idle machine, several times that on a busy 2-core one
+@pytest.mark.parametrize("family", ["embedded", "dream"])
 @pytest.mark.parametrize("scheduler", ["wino", "prophet"])
-def test_through_lm_eval_on_the_embedded_model(tmp_path, scheduler):
+def test_through_lm_eval(tmp_path, request, scheduler, family):
+    args = f"scheduler={scheduler},trace_dir={tmp_path}"
+    if family == "dream":
+        args += f",pretrained={request.getfixturevalue('dream_checkpoint')},gen_length=32,block_length=16"
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "dllm_eval.lm_eval_cli", "--model", "dllm_adaptive", "--model_args",
-                           f"scheduler={scheduler},trace_dir={tmp_path}", "--tasks", "synth_math", "--include_path",
-                           str(REPO / "tasks"), "--limit", "2", "--device", "cpu", "--output_path", str(tmp_path)],
+                           args, "--tasks", "synth_math", "--include_path", str(REPO / "tasks"), "--limit", "2",
+                           "--batch_size", "2", "--device", "cpu", "--output_path", str(tmp_path)],
                           env=env, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (results,) = tmp_path.rglob("results_*.json")
