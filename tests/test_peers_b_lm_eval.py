@@ -11,17 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_dream_lm_eval import dream_checkpoint  # noqa: F401  (the random Dream checkpoint fixture)
+
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def dream_checkpoint(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dream") / "dream-random"
-    subprocess.run([str(BIN / "dllm-eval"), "random-checkpoint", "--arch", "dream", "--out", str(out), "--d-model", "64",
-                    "--layers", "2", "--heads", "4", "--kv-heads", "2", "--mlp", "128", "--vocab", "512", "--seed", "0"],
-                   check=True)
-    return out
 
 
 @pytest.mark.slow  # 6-10 s each on an idle machine, several times that on a busy 2-core one
