@@ -46,3 +46,19 @@ def assert_batch_equals_rows_alone(scheduler, model, lengths=(12, 5, 9), seed: i
         assert together.traces[i]["nfe"] == alone.traces[0]["nfe"], f"row {i}"
         assert together.traces[i]["metrics"] == alone.traces[0]["metrics"], f"row {i}"
     return together
+
+
+def decode_batch_and_rows(name: str, model, rows: list[list[int]], pad_id: int, **params):
+    """Decode `rows` as one left-padded batch and each row alone with scheduler `name`; assert that
+    every row's tokens, NFE and trace events are those it gets alone. Returns the batch output."""
+    from dllm_eval.frontend import left_pad
+    from dllm_eval.schedulers import get_scheduler
+
+    ids, mask = left_pad(rows, pad_id)
+    batch = get_scheduler(name, **params).generate(model, ids, attention_mask=mask)
+    for r, row in enumerate(rows):
+        alone = get_scheduler(name, **params).generate(model, torch.tensor([row]))
+        assert batch.tokens[r].tolist() == alone.tokens[0].tolist(), (name, r)
+        assert batch.traces[r]["nfe"] == alone.traces[0]["nfe"], (name, r)
+        assert batch.traces[r]["events"] == alone.traces[0]["events"], (name, r)
+    return batch

@@ -8,19 +8,61 @@ A scheduler talks to any model family only through:
 - ``model.config.mask_token_id`` / ``eos_token_id`` / ``pad_token_id`` (read from the checkpoint),
   ``n_layers`` / ``effective_n_kv_heads`` / ``head_dim`` (the cache layout), ``model.dtype``,
   ``model.device``;
-- `KVCache`, below, which the scheduler owns and the model reads and writes when told to.
+- `KVCache`, below, which the scheduler owns and the model reads and writes when told to;
+- ``extra=ExtraQueries(...)`` (full forward without a cache only): tokens appended after the
+  canvas as queries with their own attention mask (a verification copy: WINO's leave-one-out
+  shadow block, draft-and-verify checks). The canvas never attends to them and no cache stores
+  them, so the canvas logits are those of the plain forward; the extras' logits are appended
+  after the canvas's (``logits[:, -E:]``), aligned like the canvas: extra j is scored as canvas
+  position ``positions[j]`` would be under extra j's mask (see `ExtraQueries`).
 
 A third family is one model file implementing that forward plus one line in `models.registry`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 LayerKV = Any  # a callable (k_window, v_window) -> (k_all, v_all); see KVCache.layer_view
+
+
+@dataclass
+class ExtraQueries:
+    """E extra query tokens per row, run in the same full forward as the canvas (length L).
+
+    - `ids` [B, E]: their tokens;
+    - `positions` [B, E]: the canvas position each one stands in for: it takes that position's
+      RoPE id (per-row, padding-aware, as the canvas's own), and its logits score that position;
+    - `sees` [B, E, L + E] bool: which canvas keys (first L) and which extra keys (last E) each
+      extra query attends to. Padding keys are never seen, whatever `sees` says.
+
+    Nothing attends to an extra but other extras (as `sees` allows), and no cache stores them.
+    Families with a shifted head (Dream scores position p from the hidden state at p - 1) score
+    extra j from a read-only query carrying the canvas token at ``positions[j] - 1``, at that
+    position, with extra j's mask; extra j's own token then enters only as a key for other
+    extras, just as the canvas never embeds the token its logits predict. Either way an extra that
+    copies canvas position p and sees exactly the canvas gets p's canvas logits.
+    """
+
+    ids: Tensor
+    positions: Tensor
+    sees: Tensor
+
+    def attention(self, key_valid: Tensor | None) -> Tensor:
+        """[B, 1, L + E, L + E] bool mask for rows (canvas, then extras) over keys (canvas, then
+        extras): canvas rows see the real canvas keys only, extra rows what `sees` allows."""
+        batch, n, total = self.sees.shape
+        length = total - n
+        valid = torch.ones(batch, total, dtype=torch.bool, device=self.sees.device)
+        if key_valid is not None:
+            valid[:, :length] = key_valid
+        canvas = torch.zeros(batch, length, total, dtype=torch.bool, device=self.sees.device)
+        canvas[:, :, :length] = True
+        return (torch.cat((canvas, self.sees.bool()), dim=1) & valid[:, None, :])[:, None]
 
 
 class KVCache:
@@ -117,4 +159,4 @@ class KVCache:
         return self.clock
 
 
-__all__ = ["KVCache", "LayerKV"]
+__all__ = ["ExtraQueries", "KVCache", "LayerKV"]

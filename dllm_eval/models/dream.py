@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dllm_eval.errors import UserError
-from dllm_eval.models.cache import KVCache, LayerKV
+from dllm_eval.models.cache import ExtraQueries, KVCache, LayerKV
 from dllm_eval.models.checkpoint_io import (
     default_dtype,
     load_weights,
@@ -333,6 +333,10 @@ class DreamModel(nn.Module):
             `cache.tokens` (``align="exact"`` reads the token before the window from there).
         logits_positions: optional slice of the window for which to compute logits.
         align: ``"exact"`` or ``"fastdllm"``; see the module docstring.
+        extra: `ExtraQueries` appended to a full forward without a cache; their logits follow
+            the window's (``logits[:, -E:]``). Extra j is scored, like a canvas slot, from the
+            state one position earlier: a read-only query carrying the canvas token at
+            ``positions[j] - 1`` there, with extra j's mask (so its own twin stays hidden).
     """
 
     def __init__(self, config: DreamConfig) -> None:
@@ -360,6 +364,7 @@ class DreamModel(nn.Module):
         write: bool = False,
         logits_positions: slice | None = None,
         align: str = "exact",
+        extra: ExtraQueries | None = None,
     ) -> Tensor:
         bsz, width = input_ids.shape
         device = input_ids.device
@@ -380,24 +385,24 @@ class DreamModel(nn.Module):
         pos_list = window.tolist()
         first = pos_list[0]
         if align == "fastdllm" or (first == 0 and pos_list[-1] == width - 1):  # in-window shift
-            extra, source = [], [0, *range(width - 1)]
+            before, source = [], [0, *range(width - 1)]
         elif pos_list[-1] - first == width - 1:  # a contiguous window: one extra query, at first - 1
-            extra, source = [first - 1], list(range(width))
+            before, source = [first - 1], list(range(width))
         else:  # any increasing window: an extra query before every slot whose predecessor is absent
             present = set(pos_list)
-            extra = sorted({p - 1 for p in pos_list if p > 0 and p - 1 not in present})
-            row_of = {p: len(extra) + j for j, p in enumerate(pos_list)}
-            row_of.update({p: j for j, p in enumerate(extra)})
+            before = sorted({p - 1 for p in pos_list if p > 0 and p - 1 not in present})
+            row_of = {p: len(before) + j for j, p in enumerate(pos_list)}
+            row_of.update({p: j for j, p in enumerate(before)})
             source = [row_of[p - 1] if p > 0 else row_of[p] for p in pos_list]
-        n_extra = len(extra)
+        n_extra = len(before)
 
         ids = input_ids
         if n_extra:
-            extra_t = torch.tensor(extra, device=device)
+            extra_t = torch.tensor(before, device=device)
             extra_ids = cache.tokens[:, extra_t]
             if bool((extra_ids < 0).any()):
                 raise ValueError(
-                    f"align='exact' needs the tokens at positions {extra[:5]} (just before window slots) from the "
+                    f"align='exact' needs the tokens at positions {before[:5]} (just before window slots) from the "
                     "cache, but they were never written: fill the cache with a full forward (write=True) first")
             ids = torch.cat((extra_ids, input_ids), dim=1)
             q_window = torch.cat((extra_t, window))
@@ -422,8 +427,18 @@ class DreamModel(nn.Module):
             k_valid = torch.cat((key_valid[:, :start], key_valid[:, window]), dim=1)
         else:
             k_valid = key_valid
-        cos_sin = rope_cos_sin(q_pos, self.config.head_dim, self.config.rope_theta, self.dtype)
         attn_mask = None if k_valid is None else k_valid[:, None, None, :]
+        if extra is not None:  # rows: read-only scorers of the extras, the canvas, the extras
+            if cache is not None:
+                raise ValueError("extra queries run in a full forward without a KVCache")
+            prev = (extra.positions - 1).clamp(min=0)  # the state one position earlier scores a slot
+            ids = torch.cat((input_ids.gather(1, prev), input_ids, extra.ids), dim=1)
+            q_pos = torch.cat((canvas_pos.gather(1, prev), q_pos, canvas_pos.gather(1, extra.positions)), dim=1)
+            full = extra.attention(key_valid)
+            attn_mask = torch.cat((full[:, :, width:], full), dim=2)  # a scorer sees what its extra sees
+            n_extra = extra.ids.shape[1]
+            source = [n_extra + j for j in source]
+        cos_sin = rope_cos_sin(q_pos, self.config.head_dim, self.config.rope_theta, self.dtype)
 
         x = self.model.embed_tokens(ids)
         for i, layer in enumerate(self.model.layers):
@@ -432,9 +447,11 @@ class DreamModel(nn.Module):
         if cache is not None and write:
             cache.mark_written(window, input_ids)
 
-        x = x[:, torch.tensor(source, device=device)]  # the shift
+        x, x_extra = x[:, torch.tensor(source, device=device)], x[:, :n_extra]  # the shift
         if logits_positions is not None:
             x = x[:, logits_positions]
+        if extra is not None:
+            x = torch.cat((x, x_extra), dim=1)
         return self.lm_head(self.model.norm(x))
 
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dllm_eval.errors import UserError
-from dllm_eval.models.cache import KVCache, LayerKV
+from dllm_eval.models.cache import ExtraQueries, KVCache, LayerKV
 from dllm_eval.models.checkpoint_io import (
     default_dtype,
     load_weights,
@@ -301,6 +301,8 @@ class LLaDAModelLM(nn.Module):
         cache, attend, write: see `KVCache`.
         logits_positions: optional slice of the window for which to compute logits
             (the LM head over a 126k vocabulary is the largest matmul; skip what is not used).
+        extra: `ExtraQueries` appended to a full forward without a cache; their logits follow
+            the window's (``logits[:, -E:]``).
     """
 
     def __init__(self, config: LLaDAConfig) -> None:
@@ -326,6 +328,7 @@ class LLaDAModelLM(nn.Module):
         attend: str = "window",
         write: bool = False,
         logits_positions: slice | None = None,
+        extra: ExtraQueries | None = None,
     ) -> Tensor:
         bsz, width = input_ids.shape
         device = input_ids.device
@@ -353,18 +356,28 @@ class LLaDAModelLM(nn.Module):
             k_valid = None if key_valid is None else torch.cat((key_valid[:, :start], key_valid[:, window]), dim=1)
         else:
             k_valid = key_valid
-        cos_sin = rope_cos_sin(q_pos, self.config.head_dim, self.config.rope_theta)
         attn_mask = None if k_valid is None else k_valid[:, None, None, :]
+        ids = input_ids
+        if extra is not None:  # appended queries with their own mask (see ExtraQueries)
+            if cache is not None:
+                raise ValueError("extra queries run in a full forward without a KVCache")
+            ids = torch.cat((input_ids, extra.ids), dim=1)
+            q_pos = torch.cat((q_pos, canvas_pos.gather(1, extra.positions)), dim=1)
+            attn_mask = extra.attention(key_valid)
+        cos_sin = rope_cos_sin(q_pos, self.config.head_dim, self.config.rope_theta)
 
         tr = self.model.transformer
-        x = tr.wte(input_ids)
+        x = tr.wte(ids)
         for i, block in enumerate(tr.blocks):
             kv = cache.layer_view(i, window, attend, write) if cache is not None else None
             x = block(x, cos_sin, attn_mask, kv)
         if cache is not None and write:
             cache.mark_written(window)
+        x, x_extra = x[:, :width], x[:, width:]
         if logits_positions is not None:
             x = x[:, logits_positions]
+        if extra is not None:
+            x = torch.cat((x, x_extra), dim=1)
         return tr.ff_out(tr.ln_f(x))
 
 

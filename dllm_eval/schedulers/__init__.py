@@ -15,6 +15,8 @@ from dllm_eval.schedulers import (  # noqa: F401  (registration side effects)
     hierarchy,
     klass,
     llada,
+    prophet,
+    wino,
 )
 from dllm_eval.schedulers.base import GenerationOutput
 from dllm_eval.schedulers.registry import SCHEDULERS, Scheduler, get_scheduler, param_fields
