@@ -35,6 +35,7 @@ Scale-out (see README "Running on a cluster"):
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -363,14 +364,16 @@ class DiffusionLM(LM):
                 calls["gen_tokens"] += row.gen_tokens
         todo = [item for item in keyed if item[5] not in answers]
         if journal:
-            log.info("dllm_adaptive: rank %d resumes %d finished request(s), %d left", self.rank,
-                     len(keyed) - len(todo), len(todo))
+            print(f"dllm_adaptive: rank {self.rank} resumes {len(keyed) - len(todo)} finished request(s), "
+                  f"{len(todo)} left", file=sys.stderr, flush=True)
 
         collator = Collator(todo, sort_fn=lambda x: (-len(x[0]), x[0]), group_fn=lambda x: x[1], group_by="gen_kwargs")
         bar = tqdm(total=len(keyed), initial=len(keyed) - len(todo), disable=disable_tqdm or self.rank != 0,
                    desc=f"dllm_adaptive[{self.scheduler_name}]")
         for batch_id, chunk in enumerate(collator.get_batched(n=self.batch_size, batch_fn=None)):
-            contexts, gen_kwargs = [c[0] for c in chunk], dict(chunk[0][1])
+            # a deep copy: handle_stop_sequences appends EOS to the `until` list in place, which would
+            # change the logged arguments of whichever request happened to lead its batch
+            contexts, gen_kwargs = [c[0] for c in chunk], copy.deepcopy(chunk[0][1])
             until = handle_stop_sequences(gen_kwargs.pop("until", None), self.tokenizer.decode([self.eot_token_id]))
             max_gen_toks = next((int(gen_kwargs[k]) for k in ("max_gen_toks", "max_new_tokens", "max_tokens")
                                  if gen_kwargs.get(k) is not None), defaults.MAX_GEN_TOKS)

@@ -34,9 +34,10 @@ def _strip(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in PLACEMENT_FIELDS}
 
 
-def _same_rows(a: dict, b: dict) -> bool:
-    """Trace rows equal, with step confidences to 1e-4: a float32 forward of a padded batch
-    differs from batch 1 in the last digits (tokens do not; they are compared exactly)."""
+def same_trace_rows(a: dict, b: dict, tol: float = 1e-4) -> bool:
+    """Trace rows (by key, placement fields removed) equal, step confidences to `tol`: a float32
+    forward of a padded batch differs from batch 1 in the last digits, so a row's commit
+    confidences do too; its tokens, commits per step, NFE and events are compared exactly."""
     def split(rows):
         exact = {k: {f: v for f, v in r.items() if f != "steps"} for k, r in rows.items()}
         steps = {k: [(s["block"], s["committed"]) for s in r["steps"]] for k, r in rows.items()}
@@ -44,7 +45,7 @@ def _same_rows(a: dict, b: dict) -> bool:
         return exact, steps, conf
 
     (ea, sa, ca), (eb, sb, cb) = split(a), split(b)
-    return ea == eb and sa == sb and all(ca[k] == pytest.approx(cb[k], abs=1e-4) for k in ca)
+    return ea == eb and sa == sb and all(ca[k] == pytest.approx(cb[k], abs=tol) for k in ca)
 
 
 def _run(lm: DiffusionLM, requests: list[Instance], batch: int, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], dict]:
@@ -92,7 +93,7 @@ def test_sampled_answers_do_not_depend_on_batch_size_or_order(lms, scheduler, mo
     lm = lms[scheduler]
     b1_texts, b1_rows = _run(lm, _requests(SAMPLED), 1, monkeypatch)
     b4_texts, b4_rows = _run(lm, _requests(SAMPLED), 4, monkeypatch)
-    assert b4_texts == b1_texts and _same_rows(b4_rows, b1_rows)
+    assert b4_texts == b1_texts and same_trace_rows(b4_rows, b1_rows)
     assert len(b1_rows) == 10
     # repeats are different draws (not one answer copied), and sampling is really on
     assert any(b1_texts[2 * d] != b1_texts[2 * d + 1] for d in range(5))
@@ -103,7 +104,7 @@ def test_sampled_answers_do_not_depend_on_batch_size_or_order(lms, scheduler, mo
     later = reqs[6:8] + reqs[2:4]  # docs 3 and 1, repeats 0 and 1 each
     texts, rows = _run(lm, later, 3, monkeypatch)
     assert texts == b1_texts[6:8] + b1_texts[2:4]
-    assert _same_rows(rows, {k: b1_rows[k] for k in rows})
+    assert same_trace_rows(rows, {k: b1_rows[k] for k in rows})
 
 
 def test_padding_mask_marks_copies_beyond_repeats() -> None:
