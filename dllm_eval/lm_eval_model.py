@@ -29,7 +29,7 @@ Scale-out (see README "Running on a cluster"):
 - every request draws from its own random stream, seeded by (seed, task, doc_id, repeat)
   (`request_seed`), so sampled outputs do not depend on batch size, batch mates or rank count;
 - each finished batch is appended to a per-rank journal (`<trace_dir>/journal/`); with
-  `resume=true`, requests found there (same model, settings, prompt and key) are not decoded
+  `resume=true` (default: $DLLM_EVAL_RESUME, which eval-all sets), requests found there (same model, settings, prompt and key) are not decoded
   again, and their trace rows are reused, so an interrupted long run continues where it stopped.
 """
 
@@ -61,14 +61,13 @@ from dllm_eval.frontend import load_front_end
 from dllm_eval.models import EMBEDDED_MODEL_DIR
 from dllm_eval.schedulers import SCHEDULERS, get_scheduler, param_fields
 from dllm_eval.settings import coerce
-from dllm_eval.trace_row import TraceRow, append_trace_rows, trace_file
+from dllm_eval.trace_row import JOURNAL_DIR, TraceRow, append_trace_rows, trace_file
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 ADAPTER_ARGS = ("pretrained", "scheduler", "dtype", "seed", "trace_dir", "chat_template", "mc_num",
                 "mc_batch_size", "mc_cfg_scale", "max_length", "resume")
-JOURNAL_DIR = "journal"  # under trace_dir: each rank's finished requests, for resume=true
 
 
 def request_seed(seed: int, task: str, doc_id: Any, repeat: int) -> int:
@@ -122,7 +121,7 @@ class DiffusionLM(LM):
         mc_batch_size: int = 32,
         mc_cfg_scale: float = 0.0,
         max_length: int | None = None,
-        resume: bool | str = False,
+        resume: bool | str | None = None,
         batch_size: int | str = 1,
         max_batch_size: int | None = None,
         device: str | None = None,
@@ -172,7 +171,8 @@ class DiffusionLM(LM):
         self.seed = int(seed)
         self.trace_dir = Path(trace_dir) if trace_dir else self._default_trace_dir()
         self._trace_files: set[Path] = set()
-        self.resume = coerce(resume, False, "resume")
+        # default from the environment: eval-all sets DLLM_EVAL_RESUME=1 for its cells
+        self.resume = coerce(resume if resume is not None else os.environ.get("DLLM_EVAL_RESUME", "0"), False, "resume")
         self._journal: dict[str, dict[str, Any]] | None = None  # key -> {"text", "trace"}, read lazily
         self._journal_fresh = not self.resume  # a run without resume starts its rank's journal anew
         self._padded: list[Instance] = []
