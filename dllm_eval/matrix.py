@@ -581,6 +581,10 @@ def _run_submitit(args: argparse.Namespace, run_dir: Path, todo: list[Cell], n_p
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "gpus", None) and getattr(args, "launcher", "local") != "local":
+        raise UserError("--gpus spreads cells over this machine's devices; with --launcher slurm each job gets "
+                        "--slurm-gpus-per-job instead")
+    parse_gpus(getattr(args, "gpus", None))  # a bad list fails before anything runs
     mf, settings, cells, lm_cmd = plan(args)
     n_prefix = len(lm_cmd)
     run_dir = Path(args.results_dir) / args.run
