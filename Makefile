@@ -16,6 +16,8 @@ LIMIT      ?=
 BATCH      ?=
 DEVICE     ?=
 RUN        ?=
+GPUS       ?=
+LAUNCHER   ?=
 
 .PHONY: install test test-fast lint eval-all clean-venv
 
@@ -43,7 +45,8 @@ eval-all: $(STAMP)
 	  $(if $(MODEL),--model "$(MODEL)") $(if $(TASKS),--tasks "$(TASKS)") \
 	  $(if $(SCHEDULERS),--schedulers "$(SCHEDULERS)") $(if $(SEEDS),--seeds "$(SEEDS)") \
 	  $(if $(LIMIT),--limit "$(LIMIT)") $(if $(BATCH),--batch "$(BATCH)") \
-	  $(if $(DEVICE),--device "$(DEVICE)") $(if $(RUN),--run "$(RUN)")
+	  $(if $(DEVICE),--device "$(DEVICE)") $(if $(RUN),--run "$(RUN)") \
+	  $(if $(GPUS),--gpus "$(GPUS)") $(if $(LAUNCHER),--launcher "$(LAUNCHER)")
 
 clean-venv:
 	rm -rf $(VENV)

@@ -106,8 +106,18 @@ class FrontEnd:
         return self.tokenizer.decode(kept_ids, skip_special_tokens=True), n_tokens
 
     def generate(self, contexts: Sequence[str], scheduler: Any, stops: Sequence[str],
-                 generator: torch.Generator | None = None) -> Decoded:
-        """Render, encode, decode and finish one batch with a built scheduler."""
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None) -> Decoded:
+        """Render, encode, decode and finish one batch with a built scheduler.
+
+        `generator` may be one per context (per-request random streams). A scheduler that draws
+        its randomness outside `schedulers.base.propose` (``row_streams = False``, e.g. dream)
+        cannot split one batch's draws by row, so it then decodes the contexts one at a time.
+        """
+        if (generator is not None and not isinstance(generator, torch.Generator)
+                and not getattr(scheduler, "row_streams", True)):
+            if len(contexts) > 1:
+                return self._generate_rows(contexts, scheduler, stops, list(generator))
+            generator = generator[0]
         input_ids, mask = self.encode(contexts, scheduler.params.gen_length)
         out = scheduler.generate(self.model, input_ids, attention_mask=mask, generator=generator)
         texts, counts, tokens = [], [], []
@@ -118,6 +128,17 @@ class FrontEnd:
             counts.append(n)
             tokens.append(toks)
         return Decoded(texts, counts, [int(m) for m in mask.sum(dim=1).tolist()], out, tokens)
+
+
+    def _generate_rows(self, contexts: Sequence[str], scheduler: Any, stops: Sequence[str],
+                       generators: list[torch.Generator]) -> Decoded:
+        """`generate` one context at a time, merged into one batch's `Decoded`."""
+        parts = [self.generate([c], scheduler, stops, generator=g) for c, g in zip(contexts, generators)]
+        first = parts[0].output
+        merged = type(first)(torch.cat([p.output.tokens for p in parts]), [t for p in parts for t in p.output.traces],
+                             sum(p.output.batch_nfe for p in parts), sum(p.output.wall_s for p in parts))
+        return Decoded([t for p in parts for t in p.texts], [n for p in parts for n in p.gen_tokens],
+                       [n for p in parts for n in p.prompt_tokens], merged, [t for p in parts for t in p.tokens])
 
 
 def load_front_end(pretrained: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,

@@ -18,15 +18,32 @@ Generation follows Fast-dLLM's `eval_llada.py`, with its known problems fixed:
 Each request's trace (NFE, commits per step, confidences, adaptation events, latency) is written
 as one JSONL line to `<trace_dir>/traces_<task>.jsonl`, keyed by (task, doc_id, repeat). Without
 trace_dir the traces go to `<output_path>/traces/` when run from the lm_eval CLI.
+
+Scale-out (see README "Running on a cluster"):
+- `accelerate launch -m lm_eval --model dllm_adaptive ...` runs data parallel the way lm-eval's
+  HFLM does: lm-eval stripes documents over ranks, this adapter supplies rank, world size, a
+  device per rank and the collectives; trace rows are gathered to rank 0, which writes the one
+  trace file per task. lm-eval pads short ranks with copies of their last request; the adapter
+  never decodes those copies and strips their answers in `barrier()` (which lm-eval calls right
+  after appending them), so they reach neither traces, totals nor logged samples.
+- every request draws from its own random stream, seeded by (seed, task, doc_id, repeat)
+  (`request_seed`), so sampled outputs do not depend on batch size, batch mates or rank count;
+- each finished batch is appended to a per-rank journal (`<trace_dir>/journal/`); with
+  `resume=true` (default: $DLLM_EVAL_RESUME, which eval-all sets), requests found there (same model, settings, prompt and key) are not decoded
+  again, and their trace rows are reused, so an interrupted long run continues where it stopped.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import logging
 import math
 import os
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -44,13 +61,38 @@ from dllm_eval.frontend import load_front_end
 from dllm_eval.models import EMBEDDED_MODEL_DIR
 from dllm_eval.schedulers import SCHEDULERS, get_scheduler, param_fields
 from dllm_eval.settings import coerce
-from dllm_eval.trace_row import TraceRow, append_trace_rows, trace_file
+from dllm_eval.trace_row import JOURNAL_DIR, TraceRow, append_trace_rows, trace_file
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 ADAPTER_ARGS = ("pretrained", "scheduler", "dtype", "seed", "trace_dir", "chat_template", "mc_num",
-                "mc_batch_size", "mc_cfg_scale", "max_length")
+                "mc_batch_size", "mc_cfg_scale", "max_length", "resume")
+
+
+def request_seed(seed: int, task: str, doc_id: Any, repeat: int) -> int:
+    """The seed of one request's random stream: a stable hash of (seed, task, doc_id, repeat).
+
+    Why a hash per request rather than one generator per run: a shared stream hands each request
+    whatever draws its batch mates left, so sampled answers would change with batch size, batch
+    composition, the number of ranks and the order of requests.
+    """
+    digest = hashlib.sha256(f"{int(seed)}|{task}|{doc_id}|{int(repeat)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def padding_mask(requests: Sequence[Instance]) -> list[bool]:
+    """Which entries are lm-eval's rank padding: copies of an Instance beyond its `repeats`.
+
+    Under data parallelism the evaluator lists each Instance `repeats` times, then appends
+    further copies of the last Instance to even out the ranks (evaluator.py, "padding_requests").
+    """
+    seen: dict[int, int] = defaultdict(int)
+    out = []
+    for req in requests:
+        seen[id(req)] += 1
+        out.append(seen[id(req)] > max(1, int(getattr(req, "repeats", None) or 1)))
+    return out
 
 
 def output_path_from_argv(argv: list[str]) -> str | None:
@@ -79,6 +121,7 @@ class DiffusionLM(LM):
         mc_batch_size: int = 32,
         mc_cfg_scale: float = 0.0,
         max_length: int | None = None,
+        resume: bool | str | None = None,
         batch_size: int | str = 1,
         max_batch_size: int | None = None,
         device: str | None = None,
@@ -119,12 +162,20 @@ class DiffusionLM(LM):
         if self.mc_num < 1 or self.mc_batch_size < 1 or self.mc_num % self.mc_batch_size:
             raise UserError(f"mc_num={mc_num} must be a positive multiple of mc_batch_size={mc_batch_size}")
 
+        self.accelerator = None
         self._device = self._pick_device(device)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            self._setup_distributed()
         pretrained = pretrained or self._embedded_default()
         self.pretrained = str(pretrained)
         self.seed = int(seed)
         self.trace_dir = Path(trace_dir) if trace_dir else self._default_trace_dir()
         self._trace_files: set[Path] = set()
+        # default from the environment: eval-all sets DLLM_EVAL_RESUME=1 for its cells
+        self.resume = coerce(resume if resume is not None else os.environ.get("DLLM_EVAL_RESUME", "0"), False, "resume")
+        self._journal: dict[str, dict[str, Any]] | None = None  # key -> {"text", "trace"}, read lazily
+        self._journal_fresh = not self.resume  # a run without resume starts its rank's journal anew
+        self._padded: list[Instance] = []
 
         # ---- load -----------------------------------------------------------------------------
         torch_dtype = None if dtype == "auto" else DTYPES[dtype]
@@ -137,6 +188,27 @@ class DiffusionLM(LM):
         self.totals: dict[str, float] = defaultdict(float)
 
     # ---- setup helpers --------------------------------------------------------------------------
+    def _setup_distributed(self) -> None:
+        """Data parallel under `accelerate launch` (HFLM's pattern): one process per device,
+        the global process index as rank (lm-eval stripes documents by it), the device accelerate
+        assigned to this process (the CLI --device is ignored, as HFLM does)."""
+        from datetime import timedelta
+
+        from accelerate import Accelerator, InitProcessGroupKwargs
+
+        accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(weeks=52))])
+        if accelerator.num_processes > 1:
+            self.accelerator = accelerator
+            self._rank = accelerator.process_index
+            self._world_size = accelerator.num_processes
+            dev = accelerator.device  # "cpu:0" under MULTI_CPU, which safetensors refuses
+            self._device = torch.device("cpu") if dev.type == "cpu" else torch.device(str(dev))
+            log.info("dllm_adaptive: rank %d of %d on %s", self._rank, self._world_size, self._device)
+        else:  # every process would evaluate every document and write the same files
+            raise UserError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but accelerate set up one process "
+                            f"({accelerator.distributed_type}); without GPUs launch with ACCELERATE_USE_CPU=1 "
+                            "accelerate launch --multi_gpu --num_processes N (gloo)")
+
     @staticmethod
     def _pick_device(device: str | None) -> torch.device:
         if device is None or device == "auto":
@@ -165,6 +237,26 @@ class DiffusionLM(LM):
     def device(self) -> torch.device:
         return self._device
 
+    # ---- collectives (lm-eval's evaluator calls these when world_size > 1) -----------------------
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if self.accelerator is None else self.accelerator.gather(tensor)
+
+    def gather_object(self, obj: Any, dst: int = 0) -> list[Any] | None:
+        if self.world_size == 1:
+            return [obj]
+        result: list[Any] | None = [None] * self.world_size if self.rank == dst else None
+        torch.distributed.gather_object(obj=obj, object_gather_list=result, dst=dst)
+        return result
+
+    def barrier(self) -> None:
+        """lm-eval calls this right after it appended each response to its Instance's `resps`;
+        rank padding copies appended answers to the last real Instance, so drop them here."""
+        for req in self._padded:
+            del req.resps[max(1, int(req.repeats or 1)):]
+        self._padded = []
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+
     @property
     def batch_size(self) -> int:
         return self.batch_size_per_gpu
@@ -191,8 +283,9 @@ class DiffusionLM(LM):
     def get_model_info(self) -> dict[str, Any]:
         """Merged into results['config']: what decoded, with which settings, and run totals."""
         totals = dict(self.totals)
-        if totals.get("wall_s"):
-            totals["tokens_per_s"] = totals.get("gen_tokens", 0.0) / totals["wall_s"]
+        decoded_tokens = totals.pop("decoded_gen_tokens", 0.0)
+        if totals.get("wall_s"):  # summed over ranks; resumed requests did not run here
+            totals["tokens_per_s"] = decoded_tokens / totals["wall_s"]
         if totals.get("requests"):
             totals["mean_nfe"] = totals.get("nfe", 0.0) / totals["requests"]
         return {
@@ -222,23 +315,65 @@ class DiffusionLM(LM):
             return int(self.fixed_gen_length)
         return self.block_length * max(1, math.ceil(max_gen_toks / self.block_length))
 
+    def _request_key(self, context: str, gen_kwargs: dict[str, Any], task: str, doc_id: Any, repeat: int) -> str:
+        """Identity of one request's decode for the resume journal: everything its answer depends on."""
+        ident = [__version__, self.pretrained, self.scheduler_name, self.scheduler_args, str(self.model.dtype),
+                 self.max_length, self.front.use_chat and not self.front.templated_elsewhere, self.seed,
+                 task, doc_id, repeat, context, gen_kwargs]
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _request_generators(self, chunk: list[tuple[Any, ...]]) -> list[torch.Generator]:
+        """One generator per row, seeded by `request_seed` (see the module docstring)."""
+        return [torch.Generator(device=self._device).manual_seed(request_seed(self.seed, item[2], item[3], item[4]))
+                for item in chunk]
+
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         if not requests:
             return []
+        if self.world_size > 1 and getattr(self.cache_hook, "dbdict", None) is not None:
+            raise UserError("dllm_adaptive: lm_eval --use_cache is not supported under accelerate (a rank whose "
+                            "requests are all cached would skip the trace gather); use model_args resume=true")
+        padded = padding_mask(requests) if self.world_size > 1 else [False] * len(requests)
         repeat_counter: dict[tuple[str, Any], int] = defaultdict(int)
         keyed = []
-        for req in requests:
+        for req, pad in zip(requests, padded):
+            if pad:
+                continue
             task, doc_id = (req.metadata[0], req.metadata[1]) if req.metadata else ("unknown", req.idx)
             repeat = repeat_counter[(task, doc_id)]
             repeat_counter[(task, doc_id)] += 1
-            keyed.append((req.args[0], req.args[1], task, doc_id, repeat))
+            key = self._request_key(req.args[0], req.args[1], task, doc_id, repeat)
+            keyed.append((req.args[0], req.args[1], task, doc_id, repeat, key))
+        self._padded += [req for req, pad in zip(requests, padded) if pad]
 
-        collator = Collator(keyed, sort_fn=lambda x: (-len(x[0]), x[0]), group_fn=lambda x: x[1], group_by="gen_kwargs")
-        results: list[str] = []
-        traces_by_task: dict[str, list[TraceRow]] = defaultdict(list)
-        bar = tqdm(total=len(keyed), disable=disable_tqdm or self.rank != 0, desc=f"dllm_adaptive[{self.scheduler_name}]")
+        # requests an interrupted earlier run finished (resume=true) are not decoded again
+        journal = self._read_journal()
+        answers: dict[str, str] = {}
+        rows: list[TraceRow] = []
+        calls = {"requests": 0.0, "nfe": 0.0, "gen_tokens": 0.0, "batch_nfe": 0.0, "wall_s": 0.0,
+                 "decoded_gen_tokens": 0.0, "resumed_requests": 0.0}
+        for item in keyed:
+            entry = journal.get(item[5])
+            if entry is not None and item[5] not in answers:
+                answers[item[5]] = entry["text"]
+                row = TraceRow.from_dict(entry["trace"])
+                rows.append(row)
+                calls["requests"] += 1
+                calls["resumed_requests"] += 1
+                calls["nfe"] += row.nfe
+                calls["gen_tokens"] += row.gen_tokens
+        todo = [item for item in keyed if item[5] not in answers]
+        if journal:
+            print(f"dllm_adaptive: rank {self.rank} resumes {len(keyed) - len(todo)} finished request(s), "
+                  f"{len(todo)} left", file=sys.stderr, flush=True)
+
+        collator = Collator(todo, sort_fn=lambda x: (-len(x[0]), x[0]), group_fn=lambda x: x[1], group_by="gen_kwargs")
+        bar = tqdm(total=len(keyed), initial=len(keyed) - len(todo), disable=disable_tqdm or self.rank != 0,
+                   desc=f"dllm_adaptive[{self.scheduler_name}]")
         for batch_id, chunk in enumerate(collator.get_batched(n=self.batch_size, batch_fn=None)):
-            contexts, gen_kwargs = [c[0] for c in chunk], dict(chunk[0][1])
+            # a deep copy: handle_stop_sequences appends EOS to the `until` list in place, which would
+            # change the logged arguments of whichever request happened to lead its batch
+            contexts, gen_kwargs = [c[0] for c in chunk], copy.deepcopy(chunk[0][1])
             until = handle_stop_sequences(gen_kwargs.pop("until", None), self.tokenizer.decode([self.eot_token_id]))
             max_gen_toks = next((int(gen_kwargs[k]) for k in ("max_gen_toks", "max_new_tokens", "max_tokens")
                                  if gen_kwargs.get(k) is not None), defaults.MAX_GEN_TOKS)
@@ -247,28 +382,93 @@ class DiffusionLM(LM):
             if gen_kwargs.get("do_sample") and float(gen_kwargs.get("temperature", 0.0)) > 0 and "temperature" not in self.scheduler_args:
                 extra["temperature"] = float(gen_kwargs["temperature"])
             sched = get_scheduler(self.scheduler_name, **{**self.scheduler_args, **extra, "gen_length": gen_length})
-            decoded = self.front.generate(contexts, sched, until, generator=self.generator)
+            # Greedy decoding draws nothing and keeps the run's generator as before; sampling gets
+            # one stream per request.
+            sampling = sched.params.temperature > 0 or sched.params.remasking == "random"
+            generator = self._request_generators(chunk) if sampling else self.generator
+            decoded = self.front.generate(contexts, sched, until, generator=generator)
             out = decoded.output
             config = {f.name: getattr(sched.params, f.name) for f in fields(sched.params)}
+            batch_rows = []
             for row, item in enumerate(chunk):
                 text, n_tokens, trace = decoded.texts[row], decoded.gen_tokens[row], out.traces[row]
-                results.append(text)
+                answers[item[5]] = text
                 self.cache_hook.add_partial("generate_until", (item[0], item[1]), text)
-                self.totals["requests"] += 1
-                self.totals["nfe"] += trace["nfe"]
-                self.totals["gen_tokens"] += n_tokens
-                traces_by_task[item[2]].append(TraceRow(
+                calls["requests"] += 1
+                calls["nfe"] += trace["nfe"]
+                calls["gen_tokens"] += n_tokens
+                calls["decoded_gen_tokens"] += n_tokens
+                batch_rows.append(TraceRow(
                     task=item[2], doc_id=item[3], repeat=item[4], scheduler=self.scheduler_name, config=config,
                     seed=self.seed, nfe=trace["nfe"], batch_nfe=out.batch_nfe, gen_tokens=n_tokens,
-                    gen_length=gen_length, latency_s=round(out.wall_s, 6), batch_id=batch_id, batch_size=len(chunk),
+                    gen_length=gen_length, latency_s=round(out.wall_s, 6), batch_id=f"{self.rank}:{batch_id}"
+                    if self.world_size > 1 else batch_id, batch_size=len(chunk),
                     batch_wall_s=round(out.wall_s, 6), prompt_tokens=decoded.prompt_tokens[row], rank=self.rank,
                     steps=trace["steps"], events=trace["events"], metrics=trace["metrics"]))
-            self.totals["batch_nfe"] += out.batch_nfe
-            self.totals["wall_s"] += out.wall_s
+            self._append_journal([(item[5], answers[item[5]], r) for item, r in zip(chunk, batch_rows)])
+            rows += batch_rows
+            calls["batch_nfe"] += out.batch_nfe
+            calls["wall_s"] += out.wall_s
             bar.update(len(chunk))
         bar.close()
+        self._collect(rows, calls)
+        by_request = {item[5]: answers[item[5]] for item in keyed}
+        # padding copies answer like the request they copy (lm-eval drops them; see barrier())
+        out_texts, real = [], iter(keyed)
+        last = ""
+        for pad in padded:
+            if not pad:
+                last = by_request[next(real)[5]]
+            out_texts.append(last)
+        return out_texts
+
+    def _collect(self, rows: list[TraceRow], calls: dict[str, float]) -> None:
+        """Bring every rank's trace rows and totals to rank 0, which writes one trace file per task."""
+        parts = self.gather_object((rows, calls), dst=0) if self.world_size > 1 else [(rows, calls)]
+        if self.rank != 0 or parts is None:
+            return
+        traces_by_task: dict[str, list[TraceRow]] = defaultdict(list)
+        for part_rows, part_calls in parts:
+            for key, value in part_calls.items():
+                self.totals[key] += value
+            for row in part_rows:
+                traces_by_task[row.task].append(row)
+        for task_rows in traces_by_task.values():
+            task_rows.sort(key=lambda r: (str(type(r.doc_id)), r.doc_id, r.repeat))
         self._write_traces(traces_by_task)
-        return collator.get_original(results)
+
+    # ---- the resume journal ------------------------------------------------------------------------
+    def _journal_path(self) -> Path | None:
+        return None if self.trace_dir is None else self.trace_dir / JOURNAL_DIR / f"rank{self.rank}.jsonl"
+
+    def _read_journal(self) -> dict[str, dict[str, Any]]:
+        """Finished requests of earlier attempts, from every rank's journal (any world size).
+
+        A line cut short by a kill is skipped; its request is simply decoded again.
+        """
+        if self._journal is None:
+            self._journal = {}
+            if self.resume and self.trace_dir is not None and (self.trace_dir / JOURNAL_DIR).is_dir():
+                for path in sorted((self.trace_dir / JOURNAL_DIR).glob("rank*.jsonl")):
+                    for line in path.read_text(encoding="utf-8").splitlines():
+                        try:
+                            entry = json.loads(line)
+                            self._journal[entry["key"]] = {"text": entry["text"], "trace": entry["trace"]}
+                        except (json.JSONDecodeError, KeyError, TypeError):
+                            continue
+        return self._journal
+
+    def _append_journal(self, entries: list[tuple[str, str, TraceRow]]) -> None:
+        path = self._journal_path()
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w" if self._journal_fresh else "a", encoding="utf-8") as fh:
+            for key, text, row in entries:
+                fh.write(json.dumps({"key": key, "text": text, "trace": asdict(row)}, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._journal_fresh = False
 
     def _write_traces(self, traces_by_task: dict[str, list[TraceRow]]) -> None:
         if self.trace_dir is None or self.rank != 0:
@@ -329,8 +529,14 @@ class DiffusionLM(LM):
             raise UserError(f"dllm_adaptive: log-likelihood (multiple-choice) requests are implemented for LLaDA only "
                             f"(LLaDA's Monte-Carlo estimate); {family_of(self.model).name} checkpoints need their own "
                             "estimator, so use generate_until tasks with this model")
-        out = []
-        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="dllm_adaptive loglikelihood"):
+        padded = padding_mask(requests) if self.world_size > 1 else [False] * len(requests)
+        self._padded += [req for req, pad in zip(requests, padded) if pad]
+        out: list[tuple[float, bool]] = []
+        for req, pad in tqdm(list(zip(requests, padded)), disable=disable_tqdm or self.rank != 0,
+                             desc="dllm_adaptive loglikelihood"):
+            if pad:  # rank padding: answer like the copied request, dropped in barrier()
+                out.append(out[-1])
+                continue
             prefix, target = self._encode_pair(*req.args)
             if len(prefix) + len(target) > self.max_length:
                 raise UserError(f"loglikelihood request of {len(prefix) + len(target)} tokens exceeds max_length={self.max_length}")

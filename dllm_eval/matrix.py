@@ -5,14 +5,26 @@ can rerun by hand must be exactly what produced the numbers. Every cell of the m
 literal `lm_eval` command line, recorded verbatim in its done-marker, in `matrix.json` and in
 the report. A cell is finished only when lm_eval exited 0 *and* its marker was written; a folder
 without a marker is a leftover of an interrupted run and is redone from scratch, so resuming
-never mixes half a run with a whole one.
+never mixes half a run with a whole one -- except for the adapter's request journal
+(``traces/journal/``): every cell runs with ``DLLM_EVAL_RESUME=1`` in its environment (the
+adapter's resume=true, kept out of the command because it changes no result), so a redone cell
+skips the requests its interrupted attempt finished (the journal is keyed on the full request,
+so nothing else is reused), and the journal is deleted once the cell is done.
+
+Cells are independent, so they spread without changing a byte of what they compute: ``--gpus``
+runs one cell per device concurrently (each lm_eval sees only its device through
+CUDA_VISIBLE_DEVICES, so the recorded command is the same wherever it ran), and
+``--launcher slurm`` submits each cell as a SLURM job through submitit (``submitit-local`` runs
+the same code path with submitit's local executor). The device or job a cell ran on is recorded
+in its marker and in ``matrix.json``, next to its timings.
 
 Layout of ``results/<run>/``::
 
     matrix.json                       settings, configurations, environment, every cell's command
     raw/<label>/seed<k>/.done.json    marker: command, exit code, timings
     raw/<label>/seed<k>/lm_eval.log   lm_eval's stdout+stderr
-    raw/<label>/seed<k>/traces/       the adapter's per-request traces
+    raw/<label>/seed<k>/traces/       the adapter's per-request traces (journal/ while unfinished)
+    slurm/                            submitit's job scripts and logs (--launcher slurm)
     raw/<label>/seed<k>/<model>/      lm_eval's results_*.json and samples_*.jsonl
     report.md, fig_*.png              from `dllm-eval report`
 """
@@ -30,7 +42,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +52,12 @@ from typing import Any
 from dllm_eval import defaults
 from dllm_eval.errors import UserError
 from dllm_eval.matrix_config import DEFAULT_CONFIG, MatrixConfig, MatrixFile, load_matrix_config
+from dllm_eval.trace_row import JOURNAL_DIR
 
 DONE_MARKER = ".done.json"
 LM_EVAL_CMD_ENV = "DLLM_EVAL_LM_EVAL_CMD"
+LAUNCHERS = ("local", "slurm", "submitit-local")
+RESUME_ENV = "DLLM_EVAL_RESUME"  # read by the adapter as the default of its resume= argument
 # lm-eval's own request bar, or the adapter's "dllm_adaptive[<scheduler>]" bar
 _PROGRESS_RE = re.compile(rb"(?:Running (?:generate_until|loglikelihood\w*) requests|dllm_adaptive\[[^\]]*\]):\s*(\d+)%")
 
@@ -72,6 +89,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing run")
     parser.add_argument("--no-report", action="store_true", help="run the matrix but do not write the report")
+    parser.add_argument(
+        "--gpus", help="run cells concurrently, one per device: a count N (cuda:0..N-1) or a list (0,1 or cuda:0,cuda:2); "
+        "each cell's lm_eval sees only its device (CUDA_VISIBLE_DEVICES). Default: one cell at a time"
+    )
+    parser.add_argument(
+        "--launcher", choices=LAUNCHERS, default="local",
+        help="local: this machine (default); slurm: one SLURM job per cell through submitit; "
+        "submitit-local: submitit's local executor (the slurm code path without SLURM, for tests)",
+    )
+    slurm = parser.add_argument_group("SLURM (--launcher slurm)")
+    slurm.add_argument("--slurm-partition", help="partition to submit to (default: the cluster's)")
+    slurm.add_argument("--slurm-time", type=int, default=240, help="minutes per cell job (default: %(default)s)")
+    slurm.add_argument("--slurm-gpus-per-job", type=int, default=1, help="GPUs per cell job (default: %(default)s)")
+    slurm.add_argument("--slurm-cpus-per-job", type=int, default=8, help="CPUs per cell job (default: %(default)s)")
+    slurm.add_argument("--slurm-mem-gb", type=int, help="memory per cell job in GB (default: the cluster's)")
+    slurm.add_argument("--slurm-max-parallel", type=int, help="most cell jobs running at once (SLURM array throttle)")
+    slurm.add_argument("--slurm-account", help="account to charge")
+    slurm.add_argument("--slurm-qos", help="quality of service")
+    slurm.add_argument("--slurm-constraint", help="node features, e.g. a100")
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -127,7 +163,9 @@ def plan(args: argparse.Namespace) -> tuple[MatrixFile, dict[str, Any], list[Cel
     """Resolve options against the config file into the list of cells (no side effects)."""
     mf = load_matrix_config(args.config)
     s = mf.settings
-    device = args.device or _detect_device()
+    device = args.device or ("cuda" if getattr(args, "gpus", None) else _detect_device())
+    if getattr(args, "gpus", None) and ":" in device:
+        raise UserError(f"--device {device} with --gpus: give --device cuda (each cell sees only its own device)")
     by_device = (s.get("tasks_by_device") or {}).get(device.split(":")[0])  # e.g. MATH-500 on GPUs only
     tasks = _csv(args.tasks) or [str(t) for t in (by_device or s.get("tasks") or [])]
     if not tasks:
@@ -231,8 +269,18 @@ def plan(args: argparse.Namespace) -> tuple[MatrixFile, dict[str, Any], list[Cel
     return mf, settings, cells, lm_cmd
 
 
+def _placement(args: argparse.Namespace) -> dict[str, Any]:
+    """How the cells were spread (recorded in matrix.json apart from the invocation, so that the
+    report, which quotes the invocation, does not depend on it)."""
+    out = {"launcher": getattr(args, "launcher", "local"), "gpus": parse_gpus(getattr(args, "gpus", None))}
+    if out["launcher"] != "local":
+        out.update({k: v for k, v in vars(args).items() if k.startswith("slurm_") and v is not None})
+    return out
+
+
 def _invocation(args: argparse.Namespace) -> str:
-    """The eval-all call as a user would type it (explicit options only)."""
+    """The eval-all call as a user would type it (explicit options only; placement options --gpus,
+    --launcher, --slurm-* are recorded apart, see `_placement`)."""
     parts = ["dllm-eval", "eval-all"]
     for opt in ("model", "tasks", "schedulers", "seeds", "limit", "batch", "device", "run", "results_dir", "config", "lm_eval_cmd"):
         v = getattr(args, opt, None)
@@ -286,20 +334,28 @@ def _cell_state(cell: Cell, n_prefix: int) -> str:
     return "partial" if cell.dir.exists() else "new"
 
 
-def _run_cell(cell: Cell, bar: Any, base_n: float) -> tuple[int, float]:
+_LIVE: set[subprocess.Popen] = set()  # lm_eval processes of running cells, ended on Ctrl-C
+_LIVE_LOCK = threading.Lock()
+
+
+def _run_cell(cell: Cell, bar: Any, base_n: float, env_extra: dict[str, str] | None = None,
+              cwd: str | None = None) -> tuple[int, float]:
     """Run one lm_eval command, streaming its output to lm_eval.log and its progress to the bar."""
     cell.dir.mkdir(parents=True, exist_ok=True)
     log_path = cell.dir / "lm_eval.log"
     start = time.monotonic()
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(env_extra or {})
     with open(log_path, "wb") as log:
         log.write(("$ " + shlex.join(cell.command) + "\n").encode())
         log.flush()
         try:
-            proc = subprocess.Popen(cell.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(cell.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         except OSError as exc:
             raise UserError(f"cannot start lm_eval ({cell.command[0]}): {exc.strerror}; set --lm-eval-cmd") from None
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         try:
@@ -315,13 +371,131 @@ def _run_cell(cell: Cell, bar: Any, base_n: float) -> tuple[int, float]:
                     bar.refresh()
             rc = proc.wait()
         except BaseException:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _stop(proc)
             raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
     return rc, time.monotonic() - start
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _clear_leftover(cell_dir: Path) -> None:
+    """Start a cell clean, never mixing two attempts -- but keep the adapter's request journal,
+    from which the new attempt resumes (its entries are keyed on the full request)."""
+    if not cell_dir.exists():
+        return
+    journal = cell_dir / "traces" / JOURNAL_DIR
+    for child in cell_dir.iterdir():
+        if child.name == "traces" and journal.is_dir():
+            for sub in child.iterdir():
+                if sub != journal:
+                    shutil.rmtree(sub) if sub.is_dir() else sub.unlink()
+        elif child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def execute_cell(cell: Cell, n_prefix: int, placement: str | None, env_extra: dict[str, str] | None = None,
+                 cwd: str | None = None, bar: Any = None, base_n: float = 0.0) -> dict[str, Any]:
+    """Run one cell to its end and write its done-marker: the one code path for every launcher
+    (a thread on this machine, or a submitit job on a SLURM node, which pickles this call).
+
+    Returns the cell's record for matrix.json. `placement` (a device, or a SLURM job) goes into
+    the marker and the record only, never into the command, so resume does not depend on it;
+    None means "inside a submitit job": the job's host and id.
+    """
+    if placement is None:
+        import submitit
+
+        job = submitit.JobEnvironment()
+        placement = f"{job.hostname} job {job.job_id}"
+    cell_dir = cell.dir if cwd is None or cell.dir.is_absolute() else Path(cwd) / cell.dir
+    located = Cell(cell.config, cell.seed, cell_dir, cell.command)
+    _clear_leftover(cell_dir)
+    started = _dt.datetime.now().isoformat(timespec="seconds")
+    rc, secs = _run_cell(located, bar, base_n, {**(env_extra or {}), RESUME_ENV: "1"}, cwd)
+    if rc == 0 and not (any(cell_dir.rglob("results_*.json")) and any(cell_dir.rglob("samples_*.jsonl"))):
+        with open(cell_dir / "lm_eval.log", "a", encoding="utf-8") as log:
+            log.write("\ndllm-eval eval-all: lm_eval exited 0 but wrote no results_*.json/samples_*.jsonl\n")
+        rc = -1  # a run without logged samples is useless for paired analysis
+    record: dict[str, Any] = {"seconds": round(secs, 2), "device": placement}
+    if rc == 0:
+        marker = {
+            "command": cell.command,
+            "command_str": shlex.join(cell.command),
+            "fingerprint": cell.fingerprint(n_prefix),
+            "returncode": rc,
+            "started": started,
+            "seconds": round(secs, 2),
+            "device": placement,
+        }
+        _write_json_atomic(cell_dir / DONE_MARKER, marker)
+        shutil.rmtree(cell_dir / "traces" / JOURNAL_DIR, ignore_errors=True)  # the traces are final now
+        record["status"] = "done"
+    else:
+        record["status"] = f"failed (exit {rc})"
+    return record
+
+
+def parse_gpus(spec: str | None) -> list[str] | None:
+    """--gpus: a count N (cuda:0..N-1) or a comma list of indices or cuda:k names -> device names."""
+    if spec is None:
+        return None
+    spec = spec.strip()
+    if spec.isdigit():
+        if int(spec) < 1:
+            raise UserError(f"--gpus {spec}: give at least one device")
+        return [f"cuda:{i}" for i in range(int(spec))]
+    devices = []
+    for item in _csv(spec) or []:
+        index = item.removeprefix("cuda:")
+        if not index.isdigit():
+            raise UserError(f"--gpus {spec!r}: use a count (2) or device indices (0,1 or cuda:0,cuda:1)")
+        devices.append(f"cuda:{index}")
+    if not devices or len(set(devices)) != len(devices):
+        raise UserError(f"--gpus {spec!r}: list each device once")
+    return devices
+
+
+def _device_env(device: str) -> dict[str, str]:
+    return {"CUDA_VISIBLE_DEVICES": device.removeprefix("cuda:")}
+
+
+def _slurm_executor(args: argparse.Namespace, run_dir: Path) -> Any:
+    """A submitit executor: SLURM (--launcher slurm) or its local stand-in (submitit-local)."""
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("--launcher slurm needs submitit: pip install submitit") from None
+    cluster = "slurm" if args.launcher == "slurm" else "local"
+    executor = submitit.AutoExecutor(folder=run_dir.resolve() / "slurm" / "%j", cluster=cluster)
+    params: dict[str, Any] = {
+        "name": f"dllm-eval-{args.run}",
+        "timeout_min": args.slurm_time,
+        "gpus_per_node": args.slurm_gpus_per_job if cluster == "slurm" else 0,
+        "cpus_per_task": args.slurm_cpus_per_job,
+        "tasks_per_node": 1,
+        "nodes": 1,
+    }
+    if args.slurm_mem_gb:
+        params["mem_gb"] = args.slurm_mem_gb
+    if cluster == "slurm":
+        for opt, key in (("slurm_partition", "slurm_partition"), ("slurm_max_parallel", "slurm_array_parallelism"),
+                         ("slurm_account", "slurm_account"), ("slurm_qos", "slurm_qos"),
+                         ("slurm_constraint", "slurm_constraint")):
+            if getattr(args, opt) is not None:
+                params[key] = getattr(args, opt)
+    executor.update_parameters(**params)
+    return executor
 
 
 def _tail(path: Path, n: int = 15) -> str:
@@ -332,7 +506,85 @@ def _tail(path: Path, n: int = 15) -> str:
     return "\n".join(line for line in lines[-n:])
 
 
+def _run_here(args: argparse.Namespace, todo: list[Cell], n_prefix: int, bar: Any, finished: Any,
+              records: dict[str, dict[str, Any]], any_failed: Any, device: str) -> None:
+    """This machine: one cell at a time, or with --gpus one per device, from a small thread pool
+    that hands the next cell to whichever device is free."""
+    devices = parse_gpus(args.gpus)
+    if not devices:  # serial, with the in-cell progress bar
+        for c in todo:
+            bar.set_postfix_str(c.name)
+            records[c.name]["status"] = "running"
+            try:
+                finished(c, execute_cell(c, n_prefix, device, bar=bar, base_n=bar.n))
+            except KeyboardInterrupt:
+                records[c.name]["status"] = "interrupted (will be redone)"
+                raise
+            if any_failed() and args.fail_fast:
+                return
+        return
+    free = list(devices)
+    pending = list(todo)
+    running: dict[Future, tuple[Cell, str]] = {}
+    with ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="eval-all") as pool:
+        try:
+            while pending or running:
+                while pending and free and not (any_failed() and args.fail_fast):
+                    c, device = pending.pop(0), free.pop(0)
+                    records[c.name].update({"status": "running", "device": device})
+                    running[pool.submit(execute_cell, c, n_prefix, device, _device_env(device))] = (c, device)
+                if not running:
+                    break
+                bar.set_postfix_str(", ".join(f"{c.name}@{d}" for c, d in running.values()))
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    c, device = running.pop(fut)
+                    free.append(device)
+                    finished(c, fut.result())
+        except BaseException:
+            for fut, (c, _) in running.items():
+                fut.cancel()
+                records[c.name]["status"] = "interrupted (will be redone)"
+            with _LIVE_LOCK:
+                for proc in list(_LIVE):
+                    _stop(proc)
+            raise
+
+
+def _run_submitit(args: argparse.Namespace, run_dir: Path, todo: list[Cell], n_prefix: int, finished: Any,
+                  records: dict[str, dict[str, Any]], save: Any, any_failed: Any) -> None:
+    """One submitit job per cell (a SLURM job array under --launcher slurm). Each job runs
+    `execute_cell`, so it writes its own marker: cells whose jobs finish after this driver is
+    gone are still done for the next call. Waits for the jobs and records them as they end."""
+    import submitit
+
+    executor = _slurm_executor(args, run_dir)
+    cwd = os.getcwd()
+    jobs = []
+    with executor.batch():
+        for c in todo:
+            jobs.append(executor.submit(execute_cell, c, n_prefix, None, None, cwd))
+    by_job = {}
+    for job, c in zip(jobs, todo):
+        records[c.name].update({"status": "submitted", "device": f"{args.launcher} job {job.job_id}"})
+        by_job[job.job_id] = c
+    save()
+    print(f"dllm-eval eval-all: submitted {len(jobs)} job(s) with submitit ({args.launcher}); "
+          f"logs in {run_dir / 'slurm'}", file=sys.stderr)
+    for job in submitit.helpers.as_completed(jobs, poll_frequency=1 if args.launcher == "submitit-local" else 30):
+        c = by_job[job.job_id]
+        try:
+            record = job.result()
+        except Exception as exc:  # the job died (timeout, preemption, node failure): redone next call
+            record = {"status": f"failed (job {job.job_id}: {type(exc).__name__})"}
+        finished(c, record)
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "gpus", None) and getattr(args, "launcher", "local") != "local":
+        raise UserError("--gpus spreads cells over this machine's devices; with --launcher slurm each job gets "
+                        "--slurm-gpus-per-job instead")
+    parse_gpus(getattr(args, "gpus", None))  # a bad list fails before anything runs
     mf, settings, cells, lm_cmd = plan(args)
     n_prefix = len(lm_cmd)
     run_dir = Path(args.results_dir) / args.run
@@ -370,6 +622,7 @@ def run(args: argparse.Namespace) -> int:
         "created": previous.get("created") or _dt.datetime.now().isoformat(timespec="seconds"),
         "updated": _dt.datetime.now().isoformat(timespec="seconds"),
         "argv": _invocation(args),
+        "placement": _placement(args),
         "cwd": os.getcwd(),
         "settings": settings,
         "baseline": mf.baseline,
@@ -407,43 +660,25 @@ def run(args: argparse.Namespace) -> int:
         dynamic_ncols=True,
         bar_format="{l_bar}{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}]{postfix}",
     )
-    try:
-        for c in todo:
-            if c.dir.exists():  # a partial leftover: start clean, never mix two attempts
-                shutil.rmtree(c.dir)
-            bar.set_postfix_str(c.name)
-            started = _dt.datetime.now().isoformat(timespec="seconds")
-            base_n = bar.n
-            try:
-                rc, secs = _run_cell(c, bar, base_n)
-            except KeyboardInterrupt:
-                cell_records[c.name]["status"] = "interrupted (will be redone)"
-                raise
-            bar.n = base_n
-            if rc == 0 and not (any(c.dir.rglob("results_*.json")) and any(c.dir.rglob("samples_*.jsonl"))):
-                with open(c.dir / "lm_eval.log", "a", encoding="utf-8") as log:
-                    log.write("\ndllm-eval eval-all: lm_eval exited 0 but wrote no results_*.json/samples_*.jsonl\n")
-                rc = -1  # a run without logged samples is useless for paired analysis
-            if rc == 0:
-                marker = {
-                    "command": c.command,
-                    "command_str": shlex.join(c.command),
-                    "fingerprint": c.fingerprint(n_prefix),
-                    "returncode": rc,
-                    "started": started,
-                    "seconds": round(secs, 2),
-                }
-                _write_json_atomic(c.dir / DONE_MARKER, marker)
-                cell_records[c.name].update({"status": "done", "seconds": round(secs, 2)})
-            else:
+    lock = threading.Lock()
+
+    def finished(c: Cell, record: dict[str, Any]) -> None:
+        with lock:
+            cell_records[c.name].update(record)
+            if record["status"] != "done":
                 failed.append(c)
-                cell_records[c.name].update({"status": f"failed (exit {rc})", "seconds": round(secs, 2)})
-                bar.write(f"dllm-eval eval-all: {c.name} failed (exit {rc}); last lines of {c.dir / 'lm_eval.log'}:", file=sys.stderr)
+                bar.write(f"dllm-eval eval-all: {c.name} failed ({record['status'].removeprefix('failed (')}; "
+                          f"last lines of {c.dir / 'lm_eval.log'}:", file=sys.stderr)
                 bar.write(_tail(c.dir / "lm_eval.log"), file=sys.stderr)
             save()
+            bar.n = int(bar.n)
             bar.update(1)
-            if failed and args.fail_fast:
-                break
+
+    try:
+        if args.launcher != "local":
+            _run_submitit(args, run_dir, todo, n_prefix, finished, cell_records, save, lambda: bool(failed))
+        else:
+            _run_here(args, todo, n_prefix, bar, finished, cell_records, lambda: bool(failed), settings["device"])
     finally:
         bar.close()
         save()

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 TRACE_GLOB = "traces_*.jsonl"
+# Under trace_dir: each rank's finished requests (answer + trace row), appended batch by batch, so
+# a run with the adapter's resume=true continues an interrupted one (see lm_eval_model).
+JOURNAL_DIR = "journal"
 PLACEMENT_FIELDS = ("latency_s", "batch_id", "batch_size", "batch_wall_s", "batch_nfe", "rank")
 
 

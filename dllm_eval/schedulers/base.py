@@ -21,7 +21,7 @@ had been decoded alone at batch 1. That makes per-document NFE comparable across
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,16 +50,40 @@ class Proposal:
     confidence: Tensor  # [B, W] float; -inf at positions that are not masked (or not eligible)
 
 
-def add_gumbel_noise(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+Generators = torch.Generator | Sequence[torch.Generator] | None
+"""One generator for the batch, or one per batch row (a per-request random stream)."""
+
+
+def _uniform(shape: tuple[int, ...], generator: Generators, device: torch.device, rows: Tensor | None = None,
+             need: Tensor | None = None) -> Tensor:
+    """float64 uniforms of `shape` ([N, ...], one leading entry per row of the window).
+
+    With a generator per batch row, row i draws its own slice from `generator[rows[i]]`, and a
+    row that `need` says has nothing to decode draws nothing: a row's stream then advances only
+    with its own decoding, so its samples do not depend on batch mates.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
+    index = range(shape[0]) if rows is None else rows.tolist()
+    out = torch.full(shape, 0.5, dtype=torch.float64, device=device)
+    for i, row in enumerate(index):
+        if need is None or bool(need[i]):
+            out[i] = torch.rand(shape[1:], generator=generator[row], dtype=torch.float64, device=device)
+    return out
+
+
+def add_gumbel_noise(logits: Tensor, temperature: float, generator: Generators, *, rows: Tensor | None = None,
+                     need: Tensor | None = None) -> Tensor:
     """Exact Gumbel-max sampling from softmax(logits / T) in float64 (as LLaDA and Fast-dLLM).
 
     Returns logits unchanged at T == 0, so argmax is greedy. Low-precision Gumbel noise is known
-    to hurt quality (arXiv:2409.02908), hence float64.
+    to hurt quality (arXiv:2409.02908), hence float64. `generator` may be one per batch row
+    (`rows`/`need` as in `_uniform`).
     """
     if temperature == 0:
         return logits
     logits64 = logits.to(torch.float64)
-    noise = torch.rand(logits64.shape, generator=generator, dtype=torch.float64, device=logits.device)
+    noise = _uniform(tuple(logits64.shape), generator, logits.device, rows, need)
     return logits64.exp() / (-torch.log(noise)) ** temperature
 
 
@@ -70,7 +94,7 @@ def propose(
     temperature: float = 0.0,
     remasking: str = "low_confidence",
     softmax_dtype: str = "float64",
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     eos_id: int | None = None,
     eot_id: int | None = None,
     logits_eos_inf: bool = False,
@@ -83,6 +107,8 @@ def propose(
     - `rows`: the logits are for these batch rows only (indices, as `forward_rows` ran them);
       `masked` is still the whole batch's, and so is the returned proposal, with confidence
       -inf in the other rows, so that every `select_*` rule skips them.
+    - `generator`: one for the batch, or a sequence with one per batch row; then each row draws
+      from its own, and only while it has masks in the window (see `_uniform`).
 
     - `logits_eos_inf`: EOS can never be proposed (LLaDA's option of that name).
     - `confidence_eos_eot_inf`: "off"; "shipped" reproduces LLaDA's chained assignment bug
@@ -97,7 +123,10 @@ def propose(
             raise ValueError("logits_eos_inf needs eos_id")
         logits = logits.clone()
         logits[..., eos_id] = NEG_INF
-    scores = add_gumbel_noise(logits, temperature, generator)
+    need = None
+    if generator is not None and not isinstance(generator, torch.Generator):
+        need = (masked if rows is None else masked[rows]).any(dim=1)
+    scores = add_gumbel_noise(logits, temperature, generator, rows=rows, need=need)
     if mask_id is not None:
         scores = scores.clone() if scores is logits else scores
         scores[..., mask_id] = NEG_INF if temperature == 0 else 0.0  # Gumbel scores are positive
@@ -114,7 +143,7 @@ def propose(
         probs = torch.softmax(logits if dtype is None else logits.to(dtype), dim=-1)
         conf = probs.gather(-1, tokens[..., None]).squeeze(-1)
     elif remasking == "random":
-        conf = torch.rand(tokens.shape, generator=generator, dtype=torch.float64, device=tokens.device)
+        conf = _uniform(tuple(tokens.shape), generator, tokens.device, rows, need)
     else:
         raise ValueError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
     if rows is None:

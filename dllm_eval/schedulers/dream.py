@@ -148,6 +148,7 @@ def sample_tokens(logits: Tensor, *, temperature: float, top_p: float | None, to
 @register("dream", "Dream's diffusion_generate: origin / maskgit_plus / topk_margin / entropy, no blocks, no cache")
 class DreamSampler(Scheduler):
     Params = DreamParams
+    row_streams = False  # draws flat over the batch's masks (as published): no per-row split
 
     def cache_mode(self) -> str:
         return "none"  # every step is a full-canvas forward

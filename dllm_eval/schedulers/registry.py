@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from dllm_eval.errors import UserError
-from dllm_eval.schedulers.base import CommonParams, DecodeState, DiffusionModel, GenerationOutput
+from dllm_eval.schedulers.base import CommonParams, DecodeState, DiffusionModel, GenerationOutput, Generators
 from dllm_eval.schedulers.blocks import CACHE_MODES, BlockRunner
 from dllm_eval.settings import coerce
 
@@ -26,6 +26,9 @@ class Scheduler:
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[CommonParams]] = CommonParams
+    # True when every random draw goes through `base.propose`, which accepts one generator per
+    # batch row; False makes the front end decode sampled batches row by row (see FrontEnd.generate).
+    row_streams: ClassVar[bool] = True
 
     def __init__(self, params: CommonParams) -> None:
         params.validate()
@@ -48,7 +51,7 @@ class Scheduler:
         model: DiffusionModel,
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
     ) -> GenerationOutput:
         """Decode `gen_length` tokens after each (left-padded) prompt row."""
         started = time.perf_counter()
