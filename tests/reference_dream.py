@@ -35,8 +35,8 @@ def _rms(x, w, eps):
 def _rot(t, positions, theta):
     """Rotate t [B, H, T, hd] at integer positions [T] (Qwen2: fp32 angles cast to t's dtype)."""
     hd = t.shape[-1]
-    inv = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
-    ang = torch.outer(positions.float(), inv)
+    inv = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.int64, device=t.device).float() / hd))
+    ang = torch.outer(positions.to(t.device).float(), inv)
     ang = torch.cat([ang, ang], -1)
     cos, sin = ang.cos().to(t.dtype), ang.sin().to(t.dtype)
     x1, x2 = t[..., : hd // 2], t[..., hd // 2:]

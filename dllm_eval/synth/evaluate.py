@@ -60,8 +60,12 @@ def parse_config(spec: str, gen_length: int) -> tuple[str, dict[str, Any]]:
     to one token per step. Values stay text here and are typed by `get_scheduler`."""
     from dllm_eval.settings import parse_spec
 
+    from dllm_eval.schedulers import param_fields
+
     name, settings = parse_spec(spec)
-    params: dict[str, Any] = {"gen_length": gen_length, "block_length": BLOCK_LENGTH}
+    params: dict[str, Any] = {"gen_length": gen_length}
+    if param_fields(name)["block_length"] is not None:  # schedulers without blocks (dream) take none
+        params["block_length"] = BLOCK_LENGTH
     if name == "llada":
         params["steps"] = gen_length
     return name, {**params, **settings}
