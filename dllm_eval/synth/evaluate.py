@@ -58,9 +58,8 @@ def exact_match(prediction: str, reference: str) -> bool:
 def parse_config(spec: str, gen_length: int) -> tuple[str, dict[str, Any]]:
     """'name:key=value,key=value' -> (name, params) at the synth block length; `llada` defaults
     to one token per step. Values stay text here and are typed by `get_scheduler`."""
-    from dllm_eval.settings import parse_spec
-
     from dllm_eval.schedulers import param_fields
+    from dllm_eval.settings import parse_spec
 
     name, settings = parse_spec(spec)
     params: dict[str, Any] = {"gen_length": gen_length}
