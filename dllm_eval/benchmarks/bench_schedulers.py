@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
+    from dllm_eval.errors import UserError
     from dllm_eval.models.registry import load_model
     from dllm_eval.schedulers import get_scheduler, param_fields
 
@@ -103,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
             if param_fields(name)["block_length"] is not None:  # schedulers without blocks (dream) take none
                 params.setdefault("block_length", args.block_length)
             sched = get_scheduler(name, gen_length=args.gen_length, **params)
-            sched.generate(model, prompts[: args.batch])  # warm-up
+            try:
+                sched.generate(model, prompts[: args.batch])  # warm-up
+            except UserError as exc:  # a setting this model family does not have (e.g. factor on Dream)
+                rows.append((label, None, None, None, None, None, str(exc)))
+                continue
             nfe, batch_nfe, wall = 0, 0, 0.0
             started = time.perf_counter()
             for lo in range(0, args.prompts, args.batch):
@@ -113,14 +118,15 @@ def main(argv: list[str] | None = None) -> int:
                 wall += out.wall_s
             total = time.perf_counter() - started
             tokens = args.prompts * args.gen_length
-            rows.append((label, nfe / args.prompts, batch_nfe, total, tokens / total, batch_nfe / total))
+            rows.append((label, nfe / args.prompts, batch_nfe, total, tokens / total, batch_nfe / total, ""))
     header = (f"Device: {args.device} ({platform.processor() or platform.machine()}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads); checkpoint: {args.pretrained or f'random {args.arch} {args.shape}'}; "
               f"{args.prompts} prompts of {args.prompt_length} tokens, batch {args.batch}, gen_length "
               f"{args.gen_length}, block {args.block_length}, dtype {model.dtype}.")
     lines = [header, "", "| setting | NFE / prompt | batch forwards | wall s | canvas tokens/s | forwards/s |",
              "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r[0]} | {r[1]:.1f} | {r[2]} | {r[3]:.2f} | {r[4]:.0f} | {r[5]:.1f} |" for r in rows]
+    lines += [f"| {r[0]} | {r[1]:.1f} | {r[2]} | {r[3]:.2f} | {r[4]:.0f} | {r[5]:.1f} |" if r[1] is not None
+              else f"| {r[0]} | n/a: {r[6]} | | | | |" for r in rows]
     table = "\n".join(lines)
     print(table)
     if args.out:
