@@ -9,6 +9,7 @@ export DLLM_EVAL_DATA_DIR ?= $(abspath ../shared/data)
 
 # eval-all matrix variables (see README "make eval-all")
 MODEL      ?=
+MODELS     ?=
 TASKS      ?=
 SCHEDULERS ?=
 SEEDS      ?=
@@ -42,7 +43,7 @@ lint: $(STAMP)
 
 eval-all: $(STAMP)
 	$(BIN)/dllm-eval eval-all \
-	  $(if $(MODEL),--model "$(MODEL)") $(if $(TASKS),--tasks "$(TASKS)") \
+	  $(if $(MODEL),--model "$(MODEL)") $(if $(MODELS),--models "$(MODELS)") $(if $(TASKS),--tasks "$(TASKS)") \
 	  $(if $(SCHEDULERS),--schedulers "$(SCHEDULERS)") $(if $(SEEDS),--seeds "$(SEEDS)") \
 	  $(if $(LIMIT),--limit "$(LIMIT)") $(if $(BATCH),--batch "$(BATCH)") \
 	  $(if $(DEVICE),--device "$(DEVICE)") $(if $(RUN),--run "$(RUN)") \

@@ -68,7 +68,9 @@ _PROGRESS_RE = re.compile(rb"(?:Running (?:generate_until|loglikelihood\w*) requ
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="checkpoint dir or hub id (pretrained=...); default: the embedded model")
+    parser.add_argument("--model", help="checkpoint dir, hub id or embedded name (pretrained=...); default: the embedded model")
+    parser.add_argument("--models", help="comma-separated models (e.g. tiny_llada,tiny_dream): the whole matrix per model "
+                        "under results/<run>/<model>/, and one report with a table set per model")
     parser.add_argument("--tasks", help="comma-separated lm-eval task names (default from the config file)")
     parser.add_argument(
         "--schedulers", help="comma-separated configuration labels or group names (e.g. peers) from the config file "
@@ -580,7 +582,43 @@ def _run_submitit(args: argparse.Namespace, run_dir: Path, todo: list[Cell], n_p
         finished(c, record)
 
 
+def model_slug(model: str) -> str:
+    """A folder name for a model: an embedded name as is, a path's last part, a hub id with / as __."""
+    text = str(model).rstrip("/")
+    slug = text.replace("/", "__") if text.count("/") == 1 and not Path(text).exists() else Path(text).name
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", slug) or "model"
+
+
+def run_models(args: argparse.Namespace, models: list[str]) -> int:
+    """The same matrix for each model, one after another, then one report over all of them."""
+    if args.model:
+        raise UserError("give --model or --models, not both")
+    slugs = [model_slug(m) for m in models]
+    if len(set(slugs)) != len(slugs):
+        raise UserError(f"--models {','.join(models)}: two models map to the same folder name ({', '.join(slugs)})")
+    root = Path(args.results_dir) / args.run
+    worst = 0
+    for model, slug in zip(models, slugs):
+        print(f"dllm-eval eval-all: model {model} -> {root / slug}", file=sys.stderr)
+        sub = argparse.Namespace(**{**vars(args), "models": None, "model": model, "results_dir": str(root),
+                                    "run": slug, "no_report": True})
+        worst = max(worst, run(sub))
+    if args.dry_run or args.no_report:
+        return worst
+    from dllm_eval.analysis.report import write_multi_model_report
+
+    mf = load_matrix_config(args.config)
+    out = write_multi_model_report(root, {slug: root / slug for slug in slugs}, baseline=mf.baseline,
+                                   alpha=float(mf.report.get("alpha", 0.05)),
+                                   min_effect=float(mf.report.get("min_effect", 0.05)))
+    print(f"dllm-eval eval-all: report over {len(slugs)} models written to {out}", file=sys.stderr)
+    return worst
+
+
 def run(args: argparse.Namespace) -> int:
+    models = _csv(getattr(args, "models", None))
+    if models:
+        return run_models(args, models)
     if getattr(args, "gpus", None) and getattr(args, "launcher", "local") != "local":
         raise UserError("--gpus spreads cells over this machine's devices; with --launcher slurm each job gets "
                         "--slurm-gpus-per-job instead")

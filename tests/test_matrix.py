@@ -271,3 +271,22 @@ def test_tasks_by_device_picks_the_gpu_task_list(tmp_path: Path) -> None:
     for device, tasks in (("cpu", ["synth_math"]), ("cuda:0", ["synth_math", "dllm_math500"])):
         _, settings, _cells, _ = matrix.plan(_args(config=p, device=device, lm_eval_cmd="lm_eval", results_dir=tmp_path / "r"))
         assert settings["tasks"] == tasks
+
+
+def test_models_runs_the_matrix_per_model_and_reports_agreement_per_claim(
+        cfg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("dllm_eval.analysis.report.N_RESAMPLES", 199)
+    argv = ["eval-all", "--config", str(cfg), "--device", "cpu", "--run", "two", "--lm-eval-cmd", FAKE,
+            "--models", "org/model-a,tiny_dream"]
+    assert cli.main(argv) == 0
+    root = tmp_path / "results" / "two"
+    for slug in ("org__model-a", "tiny_dream"):
+        assert (root / slug / "report.md").is_file() and (root / slug / "raw" / "base" / "seed1" / ".done.json").is_file()
+        margs = json.loads((root / slug / "matrix.json").read_text())["cells"][0]["command"]
+        assert ("pretrained=org/model-a" if slug == "org__model-a" else "pretrained=tiny_dream") in margs
+    md = (root / "report.md").read_text()
+    assert "## Seed claims across models" in md and "| `org__model-a` | `tiny_dream` | models agree? |" in md
+    assert "## Model `org__model-a`" in md and "## Model `tiny_dream`" in md
+    assert md.count("### synth_math") >= 2  # one table set per model, headings one level down
+    assert cli.main([*argv[:-2], "--models", "a/x,a__x", "--model", "m"]) == 2  # both flags: one-line error

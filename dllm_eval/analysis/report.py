@@ -1265,3 +1265,49 @@ def write_report(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / "report.md"
+
+
+# --------------------------------------------------------------------------------------------
+# several models in one run
+# --------------------------------------------------------------------------------------------
+
+
+def render_multi_model(summaries: dict[str, Summary], reports: dict[str, str]) -> str:
+    """One report over several models: each model's full report (its own table set, under its
+    own heading) and, first, one line per seed claim saying whether the models' verdicts agree."""
+    models = list(summaries)
+    L = [f"# dllm-eval report over {len(models)} models: {', '.join(f'`{m}`' for m in models)}", "",
+         "Each model's matrix ran on the same tasks, documents and configurations; each has its own report below "
+         "(its own statistics: comparisons are never pooled across models). A seed claim *agrees* when every model "
+         "reaches the same verdict from the decision table.", "",
+         "## Seed claims across models", "",
+         "| seed | claim | " + " | ".join(f"`{m}`" for m in models) + " | models agree? |",
+         "|---|---|" + "---|" * len(models) + "---|"]
+    by_model = {m: {(c.seed, c.text): c for c in s.claims} for m, s in summaries.items()}
+    for key in dict.fromkeys(k for rows in by_model.values() for k in rows):
+        cells = [by_model[m].get(key) for m in models]
+        verdicts = [c.verdict if c else "not run" for c in cells]
+        shown = [f"{v} ({c.measured})" if c and c.measured not in ("", "—") else v for v, c in zip(verdicts, cells)]
+        judged = [v for v in verdicts if v not in ("not run", "not measured", claims_mod.TOO_FEW)]
+        agree = ("—" if len(judged) < 2 else "yes" if len(set(judged)) == 1 else "**no**")
+        L.append(f"| {key[0]} | {key[1]} | " + " | ".join(shown) + f" | {agree} |")
+    for m in models:
+        body = reports[m].splitlines()
+        L += ["", f"## Model `{m}`", ""]
+        L += [("#" + line) if line.startswith("#") else line for line in body[1:]]  # its headings one level down
+    return "\n".join(L) + "\n"
+
+
+def write_multi_model_report(root: str | Path, runs: dict[str, Path], **kw: Any) -> Path:
+    """`report.md` in `root` over the per-model runs (each also keeps its own report.md)."""
+    summaries, reports = {}, {}
+    for model, run_dir in runs.items():
+        path = write_report(run_dir, **kw)
+        reports[model] = path.read_text(encoding="utf-8")
+        summaries[model] = build_summary(load_run(run_dir), baseline=kw.get("baseline"), alpha=kw.get("alpha", 0.05),
+                                         min_effect=kw.get("min_effect", 0.05))
+    out = Path(root) / "report.md"
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text(render_multi_model(summaries, reports), encoding="utf-8")
+    os.replace(tmp, out)
+    return out
