@@ -301,6 +301,8 @@ class DiffusionLM(LM):
                 "chat_template_applied": self.front.use_chat and not self.front.templated_elsewhere,
                 "trace_dir": str(self.trace_dir) if self.trace_dir else None,
                 "torch_version": torch.__version__,
+                # the code sandbox's floor, when a user lowered it for this run (see dllm_eval.scoring)
+                "sandbox_min_isolation": os.environ.get("DLLM_EVAL_MIN_ISOLATION") or "namespaces (default)",
                 "totals": totals,
             }
         }
