@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 
-def _option(argv: Sequence[str], name: str) -> str | None:
+def cli_option(argv: Sequence[str], name: str) -> str | None:
     """The value of `--name VALUE` or `--name=VALUE` (last one wins, as argparse)."""
     value = None
     for i, arg in enumerate(argv):
@@ -35,7 +35,7 @@ def install_local_first_index(argv: Sequence[str]) -> bool:
     Returns whether the shortcut applies. lm_eval imports `TaskManager` from `lm_eval.tasks`
     when it needs one, so replacing that attribute is enough.
     """
-    tasks, include = _option(argv, "--tasks"), _option(argv, "--include_path")
+    tasks, include = cli_option(argv, "--tasks"), cli_option(argv, "--include_path")
     if not tasks or not include:
         return False
     wanted = {t.strip() for t in tasks.split(",") if t.strip()}

@@ -23,6 +23,8 @@ import sys
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
+from dllm_eval.lm_eval_cli import cli_option
+
 PREFIX = "dllm-eval:"
 
 # stock lm-eval task -> the task under tasks/ with the same prompt and scoring, offline-capable
@@ -67,20 +69,9 @@ _DOWNLOAD_ERROR_TEXT = re.compile(r"Couldn't reach|on the Hub|offline mode|Faile
 _QUOTED = re.compile(r"'([\w.\-]+(?:/[\w.\-]+)?)'")
 
 
-def _option(argv: Sequence[str], name: str) -> str | None:
-    """The value of `--name VALUE` or `--name=VALUE` (last one wins, as argparse)."""
-    value = None
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith(name + "="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
 def requested_tasks(argv: Sequence[str]) -> list[str]:
     """The names given to `--tasks`, in order."""
-    raw = _option(argv, "--tasks") or ""
+    raw = cli_option(argv, "--tasks") or ""
     return [t.strip() for t in raw.split(",") if t.strip()]
 
 
@@ -158,7 +149,7 @@ def install(argv: Sequence[str] | None = None, stream=None) -> None:
     tasks = requested_tasks(argv)
     if not tasks:
         return
-    if _option(argv, "--model") == "dllm_adaptive":
+    if cli_option(argv, "--model") == "dllm_adaptive":
         notice = sandbox_notice(tasks)
         if notice:
             print(notice, file=stream or sys.stderr)

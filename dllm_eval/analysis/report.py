@@ -514,32 +514,55 @@ def _subject_rows(idx: _Index, task: str, labels: list[str], base: str, alpha: f
     return out
 
 
+def _breakdown(s: Summary, t: TaskSummary, rows_of: list[Any], key: str, name: Any, cell: Any) -> list[list[str]]:
+    """A scheduler x group table (tiers, subjects): one row per scheduler, one column per group;
+    `cell(row, is_baseline)` renders one breakdown row."""
+    groups = list(dict.fromkeys(getattr(r, key) for r in rows_of))
+    head = ["Scheduler"] + [f"{name(k)} (n={next(r.n for r in rows_of if getattr(r, key) == k)})" for k in groups]
+    rows = []
+    for lab in [r.label for r in t.rows]:
+        cells = [_label_cell(s, lab)]
+        for k in groups:
+            r = next((x for x in rows_of if x.label == lab and getattr(x, key) == k), None)
+            cells.append("—" if r is None else cell(r, lab == s.baseline))
+        rows.append(cells)
+    return _table(head, rows)
+
+
+def _delta_text(r: Any) -> str:
+    return f" ({_pts(r.delta)} [{_pts(r.delta_low)}, {_pts(r.delta_high)}])"
+
+
 def _render_subjects(s: Summary, t: TaskSummary) -> list[str]:
     """The per-subject table of one task (markdown lines); nothing when the task has no subjects."""
     if not t.subjects:
         return []
-    subjects = list(dict.fromkeys(r.subject for r in t.subjects))
-    head = ["Scheduler"] + [f"{k} (n={next(r.n for r in t.subjects if r.subject == k)})" for k in subjects]
-    rows = []
-    for lab in [r.label for r in t.rows]:
-        cells = [_label_cell(s, lab)]
-        for k in subjects:
-            r = next((x for x in t.subjects if x.label == lab and x.subject == k), None)
-            if r is None:
-                cells.append("—")
-                continue
-            c = f"{_pct(r.acc)} [{_num(100 * r.acc_low)}, {_num(100 * r.acc_high)}]"
-            if lab != s.baseline:
-                c += f" ({_pts(r.delta)} [{_pts(r.delta_low)}, {_pts(r.delta_high)}])"
-            cells.append(c)
-        rows.append(cells)
-    return [
-        f"### {t.task}: by subject (descriptive, unadjusted)",
-        "",
-        "Each cell: accuracy [95% CI] (Δ pts vs baseline [95% CI]).",
-        "",
-        *_table(head, rows),
-    ]
+
+    def cell(r: Any, is_base: bool) -> str:
+        return f"{_pct(r.acc)} [{_num(100 * r.acc_low)}, {_num(100 * r.acc_high)}]" + ("" if is_base else _delta_text(r))
+
+    return [f"### {t.task}: by subject (descriptive, unadjusted)", "",
+            "Each cell: accuracy [95% CI] (Δ pts vs baseline [95% CI]).", "",
+            *_breakdown(s, t, t.subjects, "subject", str, cell)]
+
+
+def _render_tiers(s: Summary, t: TaskSummary) -> list[str]:
+    """The per-tier table of one task (synth tiers, MATH levels); nothing when the task has none."""
+    if not t.tiers:
+        return []
+
+    def cell(r: Any, is_base: bool) -> str:
+        c = _pct(r.acc) + ("" if is_base else _delta_text(r))
+        if math.isfinite(r.nfe_mean):
+            c += f"; NFE {r.nfe_mean:.1f}"
+        if math.isfinite(r.tps):
+            c += f"; {r.tps:.0f} tok/s"
+        return c
+
+    tiers = sorted(t.tiers, key=lambda r: r.tier)
+    return [f"### {t.task}: by difficulty tier (descriptive, unadjusted)", "",
+            "Each cell: accuracy (Δ pts vs baseline [95% CI]); mean NFE; tokens/s.", "",
+            *_breakdown(s, t, tiers, "tier", lambda k: f"tier {k}", cell)]
 
 
 def _other_filters(idx: _Index, run: RunData, task: str, labels: list[str], base: str, alpha: float) -> list[dict[str, Any]]:
@@ -1071,29 +1094,7 @@ def render_markdown(s: Summary, figures: dict[str, list[str]]) -> str:
                   "—" if "delta" not in e else f"{_pts(e['delta'])} [{_pts(e['delta_low'])}, {_pts(e['delta_high'])}]",
                   "—" if "p" not in e else _p(e["p"])] for e in t.other_filters],
             )
-        if t.tiers:
-            L += [f"### {t.task}: by difficulty tier (descriptive, unadjusted)", ""]
-            tiers = sorted({r.tier for r in t.tiers})
-            head = ["Scheduler"] + [f"tier {k} (n={next(r.n for r in t.tiers if r.tier == k)})" for k in tiers]
-            rows = []
-            for lab in [r.label for r in t.rows]:
-                cells = [_label_cell(s, lab)]
-                for k in tiers:
-                    r = next((x for x in t.tiers if x.label == lab and x.tier == k), None)
-                    if r is None:
-                        cells.append("—")
-                        continue
-                    c = f"{_pct(r.acc)}"
-                    if lab != s.baseline:
-                        c += f" ({_pts(r.delta)} [{_pts(r.delta_low)}, {_pts(r.delta_high)}])"
-                    if math.isfinite(r.nfe_mean):
-                        c += f"; NFE {r.nfe_mean:.1f}"
-                    if math.isfinite(r.tps):
-                        c += f"; {r.tps:.0f} tok/s"
-                    cells.append(c)
-                rows.append(cells)
-            L += ["Each cell: accuracy (Δ pts vs baseline [95% CI]); mean NFE; tokens/s.", ""]
-            L += _table(head, rows)
+        L += _render_tiers(s, t)
         L += _render_subjects(s, t)
     L += _render_sequential(s)
     L += ["## Controls", ""]

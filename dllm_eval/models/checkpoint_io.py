@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,29 @@ from dllm_eval.models import EMBEDDED_MODELS
 
 WEIGHTS_INDEX = "model.safetensors.index.json"
 SINGLE_WEIGHTS = "model.safetensors"
+
+
+class ConfigDict:
+    """config.json <-> a family's config dataclass: the fields the forward reads under the
+    checkpoint's own names, every other field kept in `extra` so a saved config round-trips."""
+
+    extra: dict[str, Any]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Any:
+        known = {f.name for f in fields(cls)} - {"extra"}  # type: ignore[arg-type]
+        config = cls(**{k: v for k, v in raw.items() if k in known})
+        config.extra = {k: v for k, v in raw.items() if k not in known}
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        out.update({k: v for k, v in asdict(self).items() if k != "extra"})  # type: ignore[call-overload]
+        return dict(sorted(out.items()))
+
+    def validate(self) -> None:
+        """Families reject architectures their model file does not implement."""
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:

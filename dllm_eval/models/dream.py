@@ -48,7 +48,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from torch import Tensor, nn
 from dllm_eval.errors import UserError
 from dllm_eval.models.cache import ExtraQueries, KVCache, LayerKV
 from dllm_eval.models.checkpoint_io import (
+    ConfigDict,
     default_dtype,
     load_weights,
     read_config_json,
@@ -124,7 +125,7 @@ ALIGNS = ("exact", "fastdllm")
 
 
 @dataclass
-class DreamConfig:
+class DreamConfig(ConfigDict):
     """The config.json fields the forward pass reads, under the checkpoint's own names; every
     other field is kept in `extra` (so a config we save is loadable by Dream's remote code).
 
@@ -179,19 +180,6 @@ class DreamConfig:
     @property
     def padded_vocab(self) -> int:
         return self.vocab_size
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> DreamConfig:
-        known = {f.name for f in fields(cls)} - {"extra"}
-        config = cls(**{k: v for k, v in raw.items() if k in known})
-        config.extra = {k: v for k, v in raw.items() if k not in known}
-        config.validate()
-        return config
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dict(self.extra)
-        out.update({k: v for k, v in asdict(self).items() if k != "extra"})
-        return dict(sorted(out.items()))
 
     def validate(self) -> None:
         """Reject checkpoints whose architecture this file does not implement, with a clear reason."""

@@ -25,7 +25,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from dllm_eval.errors import UserError
 from dllm_eval.models.cache import ExtraQueries, KVCache, LayerKV
 from dllm_eval.models.checkpoint_io import (
+    ConfigDict,
     default_dtype,
     load_weights,
     read_config_json,
@@ -102,7 +103,7 @@ LLADA_8B_CONFIG: dict[str, Any] = {
 
 
 @dataclass
-class LLaDAConfig:
+class LLaDAConfig(ConfigDict):
     """The config.json fields the forward pass reads; every other field is kept in `extra`.
 
     Field names are the checkpoint's own. `extra` round-trips unknown fields so that a config
@@ -154,19 +155,6 @@ class LLaDAConfig:
     @property
     def mlp_size(self) -> int:
         return self.mlp_hidden_size if self.mlp_hidden_size is not None else self.mlp_ratio * self.d_model
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> LLaDAConfig:
-        known = {f.name for f in fields(cls)} - {"extra"}
-        config = cls(**{k: v for k, v in raw.items() if k in known})
-        config.extra = {k: v for k, v in raw.items() if k not in known}
-        config.validate()
-        return config
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dict(self.extra)
-        out.update({k: v for k, v in asdict(self).items() if k != "extra"})
-        return dict(sorted(out.items()))
 
     def validate(self) -> None:
         """Reject checkpoints whose architecture this file does not implement, with a clear reason."""
