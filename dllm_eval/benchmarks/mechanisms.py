@@ -83,6 +83,21 @@ PROBES: dict[str, dict[str, Any]] = {
             ("llada_no_blocks", "llada:block_length=64"),
         ],
     },
+    # WINO (+19) and Prophet (+33, at 1 NFE) on synth_code: their own rules, or block structure?
+    "peers_code": {
+        "task": "synth_code",
+        "reference": "fast_dllm_dual",
+        "rungs": [
+            ("fast_dllm_dual", "fast_dllm:cache=dual,threshold=0.9"),
+            ("wino", "wino"),
+            ("wino_no_narrow_out", "wino:threshold_back=0.0"),
+            ("fast_dllm_nocache_t0.6", "fast_dllm:cache=none,threshold=0.6"),
+            ("wino_no_blocks", "wino:block_length=96"),
+            ("prophet", "prophet"),
+            ("one_shot_fill", "llada:block_length=96,steps=1"),
+            ("one_shot_fill_blocks32", "llada:steps=3"),
+        ],
+    },
     # drs spends 3.45x the baseline's NFE; does its gain come from *where* it spends them, or
     # just from committing fewer tokens per step? Same-budget controls answer that.
     "drs": {
