@@ -205,7 +205,8 @@ def test_math_scoring_matches_gsm8k_strict_match(response, expected):
     strict = RegexFilter(regex_pattern=r"#### (\-?[0-9\.\,]+)", group_select=0)
     filtered = next(iter(strict.apply([[response]], [MATH_DOC])))[0]
     scores = synth_math.process_results(MATH_DOC, [filtered])
-    assert scores == {"exact_match": expected, "exact_match_tier2": expected}
+    assert scores == {"exact_match": expected, "exact_match_tier1": None, "exact_match_tier2": expected,
+                      "exact_match_tier3": None, "exact_match_tier4": None}
     assert evaluate.exact_match(evaluate.strict_match(response), MATH_DOC["answer"]) == bool(expected)
     assert evaluate.strict_match(response) == filtered
 
@@ -213,7 +214,7 @@ def test_math_scoring_matches_gsm8k_strict_match(response, expected):
 def test_code_scoring_runs_the_asserts():
     doc = synth_code.test_docs(n=4)[1]
     good = synth_code.process_results(doc, ["\n" + doc["code"]])
-    assert good == {"pass_at_1": 1.0, f"pass_at_1_tier{doc['tier']}": 1.0}
+    assert good == {"pass_at_1": 1.0, **{f"pass_at_1_tier{k}": 1.0 if k == doc["tier"] else None for k in (1, 2, 3, 4)}}
     fenced = synth_code.process_results(doc, ["Here:\n```python\n" + doc["code"] + "\n```\n"])
     assert fenced["pass_at_1"] == 1.0
     wrong = synth_code.process_results(doc, [doc["code"].replace("return", "return 1 + ", 1)])

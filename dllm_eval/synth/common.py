@@ -87,10 +87,20 @@ def as_dataset_dict(splits: dict[str, list[Doc]]):
     return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()})
 
 
-def tier_metrics(name: str, value: float, tier: int) -> dict[str, float]:
-    """The overall metric plus its per-tier copy (`<name>_tier<k>`), so lm-eval's table shows tiers.
+TIERS = (1, 2, 3, 4)
 
-    lm-eval averages each metric over the docs that report it, so a per-tier key reported only
-    by that tier's docs yields the tier's mean.
+
+def tier_metrics(name: str, value: float, tier: int) -> dict[str, float | None]:
+    """The overall metric plus a per-tier copy (`<name>_tier<k>`), so lm-eval's table shows tiers.
+
+    Every document reports every tier key (None outside its own tier) and the YAML aggregates
+    those keys with `mean_of_present`: under data parallelism lm-eval gathers the metric names
+    rank 0 saw, so the names must not depend on which documents a rank got.
     """
-    return {name: value, f"{name}_tier{tier}": value}
+    return {name: value, **{f"{name}_tier{k}": (value if k == tier else None) for k in TIERS}}
+
+
+def mean_of_present(values: list[float | None]) -> float:
+    """lm-eval aggregation for the per-tier keys: the mean over the documents of that tier."""
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else float("nan")
