@@ -785,6 +785,21 @@ def _quick_eval_lines(results: list[dict]) -> list[str]:
     return lines
 
 
+def _continued_lines(logs: Path) -> list[str]:
+    """A paragraph for a continued-training stage (`--init`), logged under `<log-dir>/continued/`."""
+    path = logs / "continued" / "train_meta.json"
+    if not path.is_file():
+        return []
+    meta = json.loads(path.read_text())
+    return [f"Continued training (`--init`, logs in `continued/`): {meta['steps']:,} more steps at lr {meta['lr']} "
+            f"({meta['warmup']} warm-up steps), seed {meta['seed']}, {meta['train_seconds']:.0f} s on {meta['device']} "
+            f"({meta['sequences_seen'] / 1e6:.2f}M more sequences): `dllm-eval train-tiny --arch dream --init DIR "
+            f"--out DIR --steps {meta['steps']} --lr {meta['lr']} --warmup {meta['warmup']}"
+            f"{' --compile' if meta.get('compile') else ''} --workers {meta['workers']} --seed {meta['seed']}`. "
+            "synth_code was still being learned at the first stage's end, as for tiny_llada; the evaluation below is "
+            "of the weights after both stages.", ""]
+
+
 def write_dream_card(ckpt_dir: str | os.PathLike, log_dir: str | os.PathLike) -> Path:
     """Write `ckpt_dir/README.md`, tiny_dream's model card, from its config, index, tokenizer and
     the run's `train_meta.json` / `train_log.jsonl` (plus `train_eval.json` and
@@ -880,6 +895,7 @@ def write_dream_card(ckpt_dir: str | os.PathLike, log_dir: str | os.PathLike) ->
         f"Reproduce: `{command}`. Loss curve and periodic evaluations: `train_log.jsonl`, `loss_curve.png` "
         "next to `train_meta.json`.",
         "",
+        *_continued_lines(logs),
         "## Evaluation",
         "",
     ]
