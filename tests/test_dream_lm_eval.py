@@ -54,3 +54,24 @@ def test_dream_refuses_loglikelihood_in_one_line(dream_checkpoint):
     req = Instance("loglikelihood", {}, ("Question: 1+1?", " 2"), 0)
     with pytest.raises(UserError, match="LLaDA only"):
         lm.loglikelihood([req])
+
+
+@pytest.mark.slow
+def test_every_scheduler_runs_through_lm_eval_on_tiny_dream(tmp_path):
+    """Issue 10: each registered scheduler, through lm-eval's evaluator, on the embedded Dream model
+    (3 documents of synth_math each; one task index shared by every run)."""
+    from lm_eval.evaluator import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from dllm_eval.lm_eval_model import DiffusionLM
+    from dllm_eval.schedulers import SCHEDULERS, param_fields
+
+    manager = TaskManager(include_path=str(REPO / "tasks" / "synth"))
+    for name in sorted(SCHEDULERS):
+        extra = {"base_block_size": 32} if "base_block_size" in param_fields(name) else {}
+        lm = DiffusionLM(pretrained="tiny_dream", scheduler=name, device="cpu", batch_size=3,
+                         trace_dir=str(tmp_path / name), **extra)
+        out = simple_evaluate(model=lm, tasks=["synth_math"], limit=3, task_manager=manager, log_samples=False)
+        assert "synth_math" in out["results"], name
+        rows = (tmp_path / name / "traces_synth_math.jsonl").read_text().splitlines()
+        assert len(rows) == 3 and all(json.loads(r)["scheduler"] == name for r in rows), name
