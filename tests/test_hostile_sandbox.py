@@ -120,3 +120,37 @@ def test_nonroot_pass_really_runs_unprivileged():
                           SYSTEM_PYTHON, "-c", "import os; print(os.getuid(), os.access('/root', os.R_OK))"],
                          capture_output=True, text=True, cwd="/tmp")
     assert out.stdout.split() == [str(NONROOT_UID), "False"]
+
+
+NONROOT_HUMANEVAL = """
+import json, sys
+from dllm_eval.scoring import CodeJob, run_many
+level, jobs = sys.argv[1], json.load(sys.stdin)
+results = run_many([CodeJob(j["program"], j["tests"], setup=j["setup"], timeout=60.0) for j in jobs], isolation=level)
+print(json.dumps({"failed": [j["task_id"] for j, r in zip(jobs, results) if not r.passed],
+                  "levels": sorted({r.isolation for r in results})}))
+"""
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_humaneval_canonical_solutions_pass_as_nonroot(level):
+    """The acceptance check for an unprivileged user: all 164 canonical solutions pass at every
+    level this machine offers (the root pass is tests/test_code_tasks.py)."""
+    reason = _nonroot_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from dllm_eval import data
+    from dllm_eval.scoring.lmeval import asserts_for_doc
+
+    jobs = []
+    for doc in data.humaneval()["test"]:
+        tests, setup = asserts_for_doc(doc)
+        jobs.append({"task_id": doc["task_id"], "program": doc["prompt"] + doc["canonical_solution"], "tests": tests,
+                     "setup": setup})
+    argv = ["setpriv", f"--reuid={NONROOT_UID}", f"--regid={NONROOT_UID}", "--clear-groups", "--inh-caps=-all",
+            "--", "env", "-i", f"PYTHONPATH={REPO}", "PATH=/usr/bin:/bin", "HOME=/tmp",
+            SYSTEM_PYTHON, "-c", NONROOT_HUMANEVAL, level]
+    proc = subprocess.run(argv, input=json.dumps(jobs), capture_output=True, text=True, cwd="/tmp", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(jobs) == 164 and out["failed"] == [] and out["levels"] == [level]

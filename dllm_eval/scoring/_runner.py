@@ -177,6 +177,20 @@ def _drop_privileges(uid: int, keep_read_caps: bool) -> None:
         _check(libc.capset(ctypes.byref(Header(0x20080522, 0)), data), "capset")
 
 
+def _tasks_of_uid(uid: int) -> int:
+    """Processes and threads whose real uid is `uid`: what RLIMIT_NPROC counts against."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(entry.path).st_uid == uid:
+                count += len(os.listdir(os.path.join(entry.path, "task")))
+        except OSError:  # gone meanwhile
+            continue
+    return count
+
+
 def _set_limits(limits: dict) -> None:
     import resource
 
@@ -194,6 +208,11 @@ def _set_limits(limits: dict) -> None:
             continue
         _, hard = resource.getrlimit(which)
         value = int(value)
+        if which == resource.RLIMIT_NPROC:
+            # The kernel counts every task of the real uid, not this program's alone: without a
+            # private uid (an unprivileged user) the user's other processes, and concurrent jobs,
+            # would eat the allowance, so it is granted on top of what the uid runs already.
+            value += _tasks_of_uid(os.getuid())
         if hard != resource.RLIM_INFINITY:
             value = min(value, hard)
         # CPU: the soft limit sends SIGXCPU (reported as a timeout); the hard one, a second later, SIGKILL.
