@@ -17,16 +17,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-
-def cli_option(argv: Sequence[str], name: str) -> str | None:
-    """The value of `--name VALUE` or `--name=VALUE` (last one wins, as argparse)."""
-    value = None
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith(name + "="):
-            value = arg.split("=", 1)[1]
-    return value
+from dllm_eval.settings import cli_option
 
 
 def install_local_first_index(argv: Sequence[str]) -> bool:

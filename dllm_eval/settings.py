@@ -9,7 +9,7 @@ but `errors`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dllm_eval.errors import UserError
@@ -80,3 +80,14 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     if not name.strip():
         raise UserError(f"{spec!r}: expected NAME or NAME:key=value,...")
     return name.strip(), split_settings(rest, what=f"spec {spec!r}")
+
+
+def cli_option(argv: Sequence[str], name: str) -> str | None:
+    """The value of `--name VALUE` or `--name=VALUE` (last one wins, as argparse)."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from dllm_eval.lm_eval_cli import cli_option
+from dllm_eval.settings import cli_option
 
 PREFIX = "dllm-eval:"
 

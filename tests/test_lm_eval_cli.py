@@ -30,10 +30,12 @@ def restore_task_manager(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_option_parsing_takes_both_spellings_and_the_last_value():
+    from dllm_eval.settings import cli_option
+
     argv = ["--tasks", "a,b", "--include_path=x", "--tasks=c"]
-    assert lm_eval_cli._option(argv, "--tasks") == "c"
-    assert lm_eval_cli._option(argv, "--include_path") == "x"
-    assert lm_eval_cli._option(argv, "--limit") is None
+    assert cli_option(argv, "--tasks") == "c"
+    assert cli_option(argv, "--include_path") == "x"
+    assert cli_option(argv, "--limit") is None
 
 
 def test_local_index_when_every_task_is_in_the_include_path(restore_task_manager):

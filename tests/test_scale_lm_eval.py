@@ -1,11 +1,10 @@
 """Data parallel through accelerate and resume inside a run, end to end through the stock lm_eval CLI
 on the embedded model (issue 12, items 1, 3, 4 and 5).
 
-The tasks are synth_math's documents and prompt, scored with one metric key only: lm-eval
-0.4.13 gathers metrics by rank 0's metric keys, and synth_math's per-tier keys
-(exact_match_tier<k>) differ between ranks (tiers cycle with doc_id, ranks take every other
-doc), which makes lm-eval's own gather raise KeyError under any world size of 2.
-7 documents leave rank 1 one short, so lm-eval pads it; the sampled task has 2 repeats.
+The tasks: the shipped synth_math itself (lm-eval 0.4.13 gathers metrics by rank 0's metric
+keys, so its per-tier keys are reported by every document, None outside its tier), and two
+variants of it with one metric key, one greedy and one sampled with 2 repeats. 7 documents leave
+rank 1 one short, so lm-eval pads it.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ filter_list:
   - name: "flexible-extract"
     filter: [{{function: regex, group_select: -1, regex_pattern: "(-?[$0-9.,]{{2,}})|(-?[0-9]+)"}}, {{function: take_first}}]
 """
-TASKS = "scale_greedy,scale_sampled"
+TASKS = "scale_greedy,scale_sampled,synth_math"
 # Fields that say where and when a request ran; everything else must match a one-process run.
 PLACEMENT = {"latency_s", "batch_id", "batch_size", "batch_wall_s", "batch_nfe", "rank"}
 
@@ -51,6 +50,7 @@ def tasks_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("scale_tasks")
     (d / "greedy.yaml").write_text(TASK.format(name="scale_greedy", sample="false", temp=0.0, repeats=1))
     (d / "sampled.yaml").write_text(TASK.format(name="scale_sampled", sample="true", temp=1.2, repeats=2))
+    (d / "synth_math.yaml").write_text((REPO / "tasks" / "synth" / "synth_math.yaml").read_text())
     return d
 
 
@@ -120,17 +120,24 @@ def test_two_ranks_equal_one_process(one_process: dict, tasks_dir: Path, tmp_pat
     assert ranks == {0, 1}
     # samples (answers, resps, filtered answers, per-doc metrics) and aggregate metrics are equal;
     # rank 1 was padded with a copy of its last request, which reached no sample
-    assert two["samples"].keys() == one_process["samples"].keys() and len(two["samples"]) == 14
+    assert two["samples"].keys() == one_process["samples"].keys() and len(two["samples"]) == 14 + 14
     assert two["samples"] == one_process["samples"]
-    assert [len(s["resps"][0]) for k, s in sorted(two["samples"].items()) if k[0] == 5] == [1, 2]  # rank 1's last doc
-    assert two["results"] == one_process["results"]
+    assert [len(s["resps"][0]) for k, s in sorted(two["samples"].items())  # rank 1's last doc
+            if k[0] == 5 and "synth_math" not in k[2]] == [1, 2]
+    assert any(k.startswith("exact_match_tier") for k in two["results"]["synth_math"])  # tiers survive the gather
+    def same(a, b):  # a standard error summed in another order may differ in the last bit
+        return a == b or (isinstance(a, float) and isinstance(b, float) and abs(a - b) <= 1e-12 * max(abs(a), abs(b)))
+
+    differ = {(t, k): (v, one_process["results"][t].get(k)) for t, r in two["results"].items() for k, v in r.items()
+              if not same(v, one_process["results"][t].get(k))}
+    assert differ == {} and two["results"].keys() == one_process["results"].keys()
     # one trace file per task, rows equal but for where/when they ran; no padding rows
-    assert sorted(two["traces"]) == ["traces_scale_greedy.jsonl", "traces_scale_sampled.jsonl"]
+    assert sorted(two["traces"]) == ["traces_scale_greedy.jsonl", "traces_scale_sampled.jsonl", "traces_synth_math.jsonl"]
     assert len(two["traces"]["traces_scale_sampled.jsonl"]) == 14 and len(two["traces"]["traces_scale_greedy.jsonl"]) == 7
     assert _same_traces(two["traces"], one_process["traces"])
     for key in ("requests", "nfe", "gen_tokens"):
         assert two["totals"][key] == one_process["totals"][key], key
-    assert one_process["totals"]["requests"] == 21
+    assert one_process["totals"]["requests"] == 21 + 7  # greedy 7, sampled 7 x 2, synth_math 7
 
 
 @pytest.mark.slow
@@ -148,13 +155,13 @@ def test_killed_run_resumes_from_its_finished_requests(one_process: dict, tasks_
     finally:
         proc.wait()
     done = len([x for x in journal.read_text().splitlines() if x.strip()])
-    assert 3 <= done < 21 and not list(out.rglob("results_*.json"))
+    assert 3 <= done < 28 and not list(out.rglob("results_*.json"))
 
     rerun = _run(cmd, tmp_path)
-    assert f"rank 0 resumes {done} finished request(s), {21 - done} left" in rerun.stderr
+    assert f"rank 0 resumes {done} finished request(s), {28 - done} left" in rerun.stderr
     resumed = _load(out)
     assert resumed["samples"] == one_process["samples"]
     assert resumed["results"] == one_process["results"]
     assert _same_traces(resumed["traces"], one_process["traces"])
-    assert resumed["totals"]["resumed_requests"] == done and resumed["totals"]["requests"] == 21
+    assert resumed["totals"]["resumed_requests"] == done and resumed["totals"]["requests"] == 28
     assert resumed["totals"]["nfe"] == one_process["totals"]["nfe"]
