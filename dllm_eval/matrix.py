@@ -80,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", help="documents per task per run (default from the config file, per device); 'none' for all")
     parser.add_argument("--batch", type=int, help="lm_eval --batch_size (default from the config file)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
+    parser.add_argument("--no-timing", action="store_true",
+                        help="skip the interleaved timing pass (tokens/s then come from the cells, unpaired in time)")
     parser.add_argument("--run", default="default", help="run name: results go to RESULTS_DIR/RUN (default: %(default)s)")
     parser.add_argument("--results-dir", default="results", help="parent folder of runs (default: %(default)s)")
     parser.add_argument("--config", help=f"matrix config YAML (default: {DEFAULT_CONFIG.name} shipped with dllm-eval)")
@@ -589,6 +591,38 @@ def model_slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", slug) or "model"
 
 
+def timing_pass(args: argparse.Namespace, mf: MatrixFile, settings: dict[str, Any], run_dir: Path) -> bool:
+    """The interleaved, paired timing pass (`dllm_eval.timing`) over the run's configurations,
+    written to `<run>/timing.json` for the report; settings.timing in the config file sets its
+    documents per task (per device), batch size and the labels it skips. Skipped with
+    --no-timing, for a fake lm_eval (nothing real to time) and when the file is already there."""
+    cfg = mf.settings.get("timing") or {}
+    out = run_dir / "timing.json"
+    if not cfg or getattr(args, "no_timing", False) or args.lm_eval_cmd or os.environ.get(LM_EVAL_CMD_ENV) or out.is_file():
+        return False
+    from dllm_eval.frontend import load_front_end
+    from dllm_eval.models import EMBEDDED_MODEL_DIR
+    from dllm_eval.timing import build_requests, interleaved_timing, write_rows
+
+    limit = cfg.get("limit", 48)
+    if isinstance(limit, dict):
+        limit = limit.get(settings["device"].split(":")[0], limit.get("cpu", 48))
+    batch = int(cfg.get("batch", 4))
+    labels = [lab for lab in settings["labels"] if lab not in set(cfg.get("skip") or [])]
+    common = mf.settings.get("common_params") or {}
+    configs = {lab: (mf.configs[lab].scheduler, {**common, **mf.configs[lab].params}) for lab in labels}
+    front = load_front_end(args.model or EMBEDDED_MODEL_DIR, device=settings["device"])
+    requests = {t: build_requests(t, settings["include_path"], int(limit)) for t in settings["tasks"]}
+    from tqdm import tqdm
+
+    with tqdm(total=sum(-(-len(r) // batch) for r in requests.values()) * len(configs),
+              desc="timing (interleaved)") as bar:
+        rows = interleaved_timing(front, requests, configs, batch, progress=bar)
+    write_rows(rows, out, {"baseline": mf.baseline, "labels": labels, "batch": batch, "limit": int(limit),
+                           "device": settings["device"], "dtype": str(front.model.dtype).removeprefix("torch.")})
+    return True
+
+
 def run_models(args: argparse.Namespace, models: list[str]) -> int:
     """The same matrix for each model, one after another, then one report over all of them."""
     if args.model:
@@ -722,6 +756,8 @@ def run(args: argparse.Namespace) -> int:
         save()
 
     report_ok = True
+    if not failed and timing_pass(args, mf, settings, run_dir):
+        print(f"dllm-eval eval-all: interleaved timing written to {run_dir / 'timing.json'}", file=sys.stderr)
     if not args.no_report:
         from dllm_eval.analysis.report import write_report
 

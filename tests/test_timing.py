@@ -67,3 +67,32 @@ def test_interleaved_timing_end_to_end_on_the_embedded_model(tmp_path):
     write_rows(rows, path, {"baseline": "base"})
     meta, back = read_rows(path)
     assert meta["baseline"] == "base" and back == rows
+
+
+@pytest.mark.slow
+def test_eval_all_timing_pass_writes_timing_json_for_the_runs_labels(tmp_path):
+    import argparse
+
+    from dllm_eval import matrix
+
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text(f"""
+settings:
+  tasks: [synth_math]
+  include_path: {REPO / 'tasks' / 'synth'}
+  timing: {{limit: {{cpu: 4}}, batch: 2, skip: [slow]}}
+baseline: base
+configs:
+  base: {{scheduler: fast_dllm, params: {{threshold: 0.9}}, role: baseline}}
+  aa: {{scheduler: fast_dllm, params: {{threshold: 0.9}}, role: control_aa, control_of: base}}
+  slow: {{scheduler: llada}}
+""")
+    mf = matrix.load_matrix_config(cfg)
+    settings = {"labels": ["base", "aa", "slow"], "device": "cpu", "tasks": ["synth_math"],
+                "include_path": str(REPO / "tasks" / "synth")}
+    args = argparse.Namespace(model=None, lm_eval_cmd=None, no_timing=False)
+    assert matrix.timing_pass(args, mf, settings, tmp_path)
+    meta, rows = read_rows(tmp_path / "timing.json")
+    assert meta["labels"] == ["base", "aa"] and meta["batch"] == 2
+    assert sorted({(r.label, r.batch) for r in rows}) == [("aa", 0), ("aa", 1), ("base", 0), ("base", 1)]
+    assert not matrix.timing_pass(args, mf, settings, tmp_path)  # already there: kept
