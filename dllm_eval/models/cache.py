@@ -160,3 +160,24 @@ class KVCache:
 
 
 __all__ = ["ExtraQueries", "KVCache", "LayerKV"]
+
+
+def canvas_positions(attention_mask: Tensor | None, window: Tensor, attend: str, canvas_len: int, batch: int,
+                     device: torch.device) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """What every family's forward needs from the padding mask, computed once:
+    (canvas_pos [B, L]: per-row RoPE positions counting real tokens only, left padding at 0;
+    key_valid [B, L] or None: real tokens; visible [B, K] or None: the keys a window of canvas
+    positions `window` attends to under `attend` -- itself, the cached prefix and itself, or the
+    whole cached canvas, as `KVCache.layer_view` assembles them)."""
+    if attention_mask is None:
+        return torch.arange(canvas_len, device=device).expand(batch, canvas_len), None, None
+    key_valid = attention_mask.to(torch.bool)
+    canvas_pos = (key_valid.long().cumsum(-1) - 1).clamp(min=0)
+    if attend == "window":
+        visible = key_valid[:, window]
+    elif attend == "prefix":
+        start = int(window[0])
+        visible = torch.cat((key_valid[:, :start], key_valid[:, window]), dim=1)
+    else:
+        visible = key_valid
+    return canvas_pos, key_valid, visible

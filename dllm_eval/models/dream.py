@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dllm_eval.errors import UserError
-from dllm_eval.models.cache import ExtraQueries, KVCache, LayerKV
+from dllm_eval.models.cache import ExtraQueries, KVCache, LayerKV, canvas_positions
 from dllm_eval.models.checkpoint_io import (
     ConfigDict,
     default_dtype,
@@ -399,22 +399,8 @@ class DreamModel(nn.Module):
 
         # Positions: per-row RoPE positions count real tokens only (left padding gets position 0).
         canvas_len = cache.length if cache is not None else width
-        if attention_mask is None:
-            canvas_pos = torch.arange(canvas_len, device=device).expand(bsz, canvas_len)
-            key_valid = None
-        else:
-            key_valid = attention_mask.to(torch.bool)
-            canvas_pos = (key_valid.long().cumsum(-1) - 1).clamp(min=0)
+        canvas_pos, key_valid, k_valid = canvas_positions(attention_mask, window, attend, canvas_len, bsz, device)
         q_pos = canvas_pos[:, q_window]
-        if key_valid is None:
-            k_valid = None
-        elif attend == "window":
-            k_valid = key_valid[:, window]
-        elif attend == "prefix":
-            start = pos_list[0]
-            k_valid = torch.cat((key_valid[:, :start], key_valid[:, window]), dim=1)
-        else:
-            k_valid = key_valid
         attn_mask = None if k_valid is None else k_valid[:, None, None, :]
         if extra is not None:  # rows: read-only scorers of the extras, the canvas, the extras
             if cache is not None:

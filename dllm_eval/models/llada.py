@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dllm_eval.errors import UserError
-from dllm_eval.models.cache import ExtraQueries, KVCache, LayerKV
+from dllm_eval.models.cache import ExtraQueries, KVCache, LayerKV, canvas_positions
 from dllm_eval.models.checkpoint_io import (
     ConfigDict,
     default_dtype,
@@ -329,21 +329,8 @@ class LLaDAModelLM(nn.Module):
 
         # Positions: per-row RoPE positions count real tokens only (left padding gets position 0).
         canvas_len = cache.length if cache is not None else width
-        if attention_mask is None:
-            canvas_pos = torch.arange(canvas_len, device=device).expand(bsz, canvas_len)
-            key_valid = None
-        else:
-            mask = attention_mask.to(torch.bool)
-            canvas_pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-            key_valid = mask
-        q_pos = canvas_pos[:, window] if cache is not None else canvas_pos
-        if attend == "window":
-            k_valid = key_valid[:, window] if (key_valid is not None and cache is not None) else key_valid
-        elif attend == "prefix":
-            start = int(window[0])
-            k_valid = None if key_valid is None else torch.cat((key_valid[:, :start], key_valid[:, window]), dim=1)
-        else:
-            k_valid = key_valid
+        canvas_pos, key_valid, k_valid = canvas_positions(attention_mask, window, attend, canvas_len, bsz, device)
+        q_pos = canvas_pos[:, window]
         attn_mask = None if k_valid is None else k_valid[:, None, None, :]
         ids = input_ids
         if extra is not None:  # appended queries with their own mask (see ExtraQueries)
