@@ -64,13 +64,15 @@ class ScriptedModel:
         self.device = torch.device("cpu")
         self.calls: list[Call] = []
 
-    def __call__(self, input_ids: Tensor, *, window: Tensor | None = None, attention_mask: Tensor | None = None,
+    def __call__(self, input_ids: Tensor, *, window: Tensor | range | None = None, attention_mask: Tensor | None = None,
                  cache: KVCache | None = None, attend: str = "window", write: bool = False,
                  logits_positions: slice | None = None) -> Tensor:
         bsz, width = input_ids.shape
         length = cache.length if cache is not None else width
         if window is None:
             window = torch.arange(width)
+        elif isinstance(window, range):  # the interface allows a host range for contiguous windows
+            window = torch.arange(window.start, window.stop)
         if cache is None and (attend != "window" or write or width != length):
             raise ValueError("without a cache the window must be the whole canvas, attend='window', write=False")
         if attend not in ("window", "prefix", "cache"):

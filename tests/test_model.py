@@ -132,3 +132,47 @@ def test_bf16_gpu_forward_close_to_fp32():
     ref = model(x)
     out = model.to(torch.bfloat16)(x).float()
     assert (out.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("attend", ["cache", "prefix"])
+def test_range_window_equals_tensor_window(model, attend):
+    """A contiguous window passed as a host `range` (the graph-safe form) gives the same logits
+    and the same cache as the same window passed as a device tensor."""
+    x = random_prompt(32, seed=9)
+    x[0, 16:] = MASK
+    caches = []
+    outs = []
+    for window in (torch.arange(16, 24), range(16, 24)):
+        cache = KVCache.for_model(model, 1, 32)
+        model(x, cache=cache, write=True)
+        cache.tick()
+        ids = x[:, 16:24] if attend == "cache" else x[:, 16:]
+        win = window if attend == "cache" else (range(16, 32) if isinstance(window, range) else torch.arange(16, 32))
+        outs.append(model(ids, window=win, cache=cache, attend=attend, write=attend == "cache"))
+        caches.append(cache)
+    assert torch.equal(outs[0], outs[1])
+    assert all(torch.equal(a, b) for a, b in zip(caches[0].keys, caches[1].keys))
+    assert torch.equal(caches[0].stamp, caches[1].stamp)
+
+
+def test_write_rows_leaves_other_rows_untouched(model):
+    """Rows left out of `write_rows` keep their keys, values and stamps; written rows equal a
+    batch-of-one write (what lets a whole batch run one call when only some rows need it)."""
+    x = torch.cat([random_prompt(24, seed=10), random_prompt(24, seed=11)])
+    x[:, 12:] = MASK
+    cache = KVCache.for_model(model, 2, 24)
+    model(x, cache=cache, write=True)
+    before = [k.clone() for k in cache.keys], cache.stamp.clone()
+    y = x.clone()
+    y[:, 12:16] = torch.tensor([5, 6, 7, 8])
+    cache.tick()
+    cache.write_rows.copy_(torch.tensor([True, False]))
+    out = model(y[:, 12:20], window=range(12, 20), cache=cache, attend="cache", write=True)
+    alone = KVCache.for_model(model, 1, 24)
+    model(x[:1], cache=alone, write=True)
+    alone.tick()
+    ref = model(y[:1, 12:20], window=range(12, 20), cache=alone, attend="cache", write=True)
+    assert torch.allclose(out[0], ref[0], atol=1e-12, rtol=0)
+    assert all(torch.allclose(k[0], a[0], atol=1e-12, rtol=0) for k, a in zip(cache.keys, alone.keys))
+    assert all(torch.equal(k[1], b[1]) for k, b in zip(cache.keys, before[0]))
+    assert cache.stamp[0, 12:20].tolist() == [1] * 8 and torch.equal(cache.stamp[1], before[1][1])

@@ -3,7 +3,8 @@
 A scheduler talks to any model family only through:
 
 - ``model(input_ids, *, window, attention_mask, cache, attend, write, logits_positions, **family_options)``
-  returning logits where ``logits[:, i]`` scores the token at window position ``i`` (families whose
+  (``window``: canvas positions as a device tensor, or a host ``range`` for a contiguous window,
+  which lets the step run without reading the device and be captured as a CUDA graph) returning logits where ``logits[:, i]`` scores the token at window position ``i`` (families whose
   checkpoints predict shifted, such as Dream, realign inside their own model file);
 - ``model.config.mask_token_id`` / ``eos_token_id`` / ``pad_token_id`` (read from the checkpoint),
   ``n_layers`` / ``effective_n_kv_heads`` / ``head_dim`` (the cache layout), ``model.dtype``,
@@ -97,29 +98,61 @@ class KVCache:
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.stamp = torch.full((batch, length), -1, dtype=torch.long, device=device)
         self.tokens = torch.full((batch, length), -1, dtype=torch.long, device=device)
+        # Rows whose writes take effect (in place: a captured CUDA graph holds this buffer's
+        # address). A row left False keeps its keys, values, stamps and tokens exactly as they
+        # were, so a whole batch can run one call while only some rows need the step.
+        self.write_rows = torch.ones(batch, dtype=torch.bool, device=device)
         self.clock = 0
+        self.clock_now = torch.zeros((), dtype=torch.long, device=device)  # `clock` on the device
         self.length = length
+        self.static = False  # True for a pooled cache whose buffers outlive one decode (graphs.py)
 
     @classmethod
     def for_model(cls, model: Any, batch: int, length: int) -> KVCache:
+        """A cache for `model`; a model that keeps a static pool (`models.graphs`) hands out a
+        reset pooled cache, so captured graphs see the same buffers from one decode to the next."""
+        pool = getattr(model, "static_cache", None)
+        if pool is not None:
+            return pool(batch, length)
         c = model.config
         return cls(c.n_layers, batch, c.effective_n_kv_heads, length, c.head_dim, model.dtype, model.device)
 
-    def layer_view(self, layer: int, positions: Tensor, attend: str, write: bool) -> LayerKV:
+    def reset(self) -> None:
+        """Back to the state of a new cache, in place (buffers keep their addresses)."""
+        for t in self.keys + self.values:
+            t.zero_()
+        self.stamp.fill_(-1)
+        self.tokens.fill_(-1)
+        self.write_rows.fill_(True)
+        self.clock = 0
+        self.clock_now.zero_()
+
+    def _store(self, full: Tensor, positions: Tensor, fresh: Tensor) -> None:
+        """full[:, :, positions] = fresh for the rows in `write_rows` (others keep theirs)."""
+        kept = full.index_select(2, positions)
+        full.index_copy_(2, positions, torch.where(self.write_rows[:, None, None, None], fresh, kept))
+
+    def layer_view(self, layer: int, positions: Tensor, attend: str, write: bool,
+                   window_start: int | None = None) -> LayerKV:
+        """How layer `layer`'s window KV meets the cache (see the class docstring). `positions`
+        is the window's canvas positions on the device; ``attend="prefix"`` also needs the
+        window's first position on the host (`window_start`), since the prefix's length sets
+        the attention's shape. Nothing here reads the device, so the step can be captured."""
         keys, values = self.keys[layer], self.values[layer]
-        window_start = int(positions[0])
+        if attend == "prefix" and window_start is None:
+            window_start = int(positions[0])
 
         def merge(k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
             if write:
-                keys.index_copy_(2, positions, k)
-                values.index_copy_(2, positions, v)
+                self._store(keys, positions, k)
+                self._store(values, positions, v)
             if attend == "window":
                 return k, v
             if attend == "prefix":
                 return (torch.cat((keys[:, :, :window_start], k), dim=2),
                         torch.cat((values[:, :, :window_start], v), dim=2))
-            if write:  # the cache already holds the fresh window
-                return keys, values
+            if write:  # the cache already holds the fresh window (rows left out of `write_rows`
+                return keys, values  # see their old one: a row is left out when its output is unused)
             return keys.index_copy(2, positions, k), values.index_copy(2, positions, v)
 
         return merge
@@ -131,7 +164,8 @@ class KVCache:
         sub.values = [v.index_select(0, rows) for v in self.values]
         sub.stamp = self.stamp.index_select(0, rows)
         sub.tokens = self.tokens.index_select(0, rows)
-        sub.clock, sub.length = self.clock, self.length
+        sub.write_rows = self.write_rows.index_select(0, rows)
+        sub.clock, sub.clock_now, sub.length, sub.static = self.clock, self.clock_now.clone(), self.length, False
         return sub
 
     def scatter_rows(self, rows: Tensor, sub: KVCache, positions: Tensor | None = None) -> None:
@@ -149,21 +183,47 @@ class KVCache:
         self.tokens[rows[:, None], positions[None, :]] = sub.tokens[:, positions]
 
     def mark_written(self, positions: Tensor, tokens: Tensor | None = None) -> None:
-        """Stamp `positions` with the current clock; `tokens` [B, len(positions)]: what was written."""
-        self.stamp[:, positions] = self.clock
+        """Stamp `positions` with the current clock for the rows in `write_rows`; `tokens`
+        [B, len(positions)]: what was written. Device-side only (capturable)."""
+        rows = self.write_rows[:, None]
+        stamp = self.clock_now.expand(self.stamp.shape[0], positions.shape[0])
+        self.stamp.index_copy_(1, positions, torch.where(rows, stamp, self.stamp.index_select(1, positions)))
         if tokens is not None:
-            self.tokens[:, positions] = tokens
+            self.tokens.index_copy_(1, positions, torch.where(rows, tokens, self.tokens.index_select(1, positions)))
 
     def tick(self) -> int:
         self.clock += 1
+        self.clock_now.fill_(self.clock)
         return self.clock
 
 
-__all__ = ["ExtraQueries", "KVCache", "LayerKV"]
+__all__ = ["ExtraQueries", "KVCache", "LayerKV", "Window", "canvas_positions", "capturing", "resolve_window"]
+
+def capturing(device: torch.device) -> bool:
+    """Whether a CUDA graph is being captured on `device`'s current stream (checks that read the
+    device are skipped then: a replay would not run them anyway)."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+Window = Tensor | range  # canvas positions of a window: a device tensor, or a host `range` when contiguous
+
+
+def resolve_window(window: Window | None, width: int, device: torch.device) -> tuple[Tensor, range | None]:
+    """(the window's positions on the device, the same as a host `range` when known contiguous).
+
+    Schedulers pass contiguous windows as `range`, so the model knows their layout without
+    reading the device (a host read would stall the GPU and cannot be captured in a graph)."""
+    if window is None:
+        window = range(width)
+    if isinstance(window, range):
+        if window.step != 1 or len(window) != width:
+            raise ValueError(f"window {window} does not match the {width} input tokens")
+        return torch.arange(window.start, window.stop, device=device), window
+    return window, None
 
 
 def canvas_positions(attention_mask: Tensor | None, window: Tensor, attend: str, canvas_len: int, batch: int,
-                     device: torch.device) -> tuple[Tensor, Tensor | None, Tensor | None]:
+                     device: torch.device, window_start: int | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """What every family's forward needs from the padding mask, computed once:
     (canvas_pos [B, L]: per-row RoPE positions counting real tokens only, left padding at 0;
     key_valid [B, L] or None: real tokens; visible [B, K] or None: the keys a window of canvas
@@ -176,7 +236,7 @@ def canvas_positions(attention_mask: Tensor | None, window: Tensor, attend: str,
     if attend == "window":
         visible = key_valid[:, window]
     elif attend == "prefix":
-        start = int(window[0])
+        start = int(window[0]) if window_start is None else window_start
         visible = torch.cat((key_valid[:, :start], key_valid[:, window]), dim=1)
     else:
         visible = key_valid

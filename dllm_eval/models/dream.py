@@ -57,7 +57,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dllm_eval.errors import UserError
-from dllm_eval.models.cache import ExtraQueries, KVCache, LayerKV, canvas_positions
+from dllm_eval.models.cache import (
+    ExtraQueries,
+    KVCache,
+    LayerKV,
+    Window,
+    canvas_positions,
+    capturing,
+    resolve_window,
+)
 from dllm_eval.models.checkpoint_io import (
     ConfigDict,
     default_dtype,
@@ -345,7 +353,7 @@ class DreamModel(nn.Module):
         self,
         input_ids: Tensor,
         *,
-        window: Tensor | None = None,
+        window: Window | None = None,
         attention_mask: Tensor | None = None,
         cache: KVCache | None = None,
         attend: str = "window",
@@ -362,36 +370,39 @@ class DreamModel(nn.Module):
             raise ValueError(f"align must be one of {ALIGNS}, got {align!r}")
         if cache is None and (attend != "window" or write):
             raise ValueError("attend='prefix'/'cache' and write=True need a KVCache")
-        if window is None:
-            window = torch.arange(width, device=device)
-        elif cache is None and not torch.equal(window.cpu(), torch.arange(width)):
+        window, span = resolve_window(window, width, device)
+        # the window is positions 0..W-1 (the canvas, or its start): slot 0 has no predecessor
+        whole = span == range(width) if span is not None else torch.equal(window.cpu(), torch.arange(width))
+        if cache is None and not whole:
             raise ValueError("a window other than the whole canvas needs a KVCache (it holds the context)")
 
         # Which hidden state scores each slot: slot j of the window is scored from the hidden
         # state at position window[j] - 1 (position 0: its own). Positions not in the window are
         # run as extra read-only queries ("exact"); "fastdllm" shifts within the window.
-        pos_list = window.tolist()
-        first = pos_list[0]
-        if align == "fastdllm" or (first == 0 and pos_list[-1] == width - 1):  # in-window shift
-            before, source = [], [0, *range(width - 1)]
-        elif pos_list[-1] - first == width - 1:  # a contiguous window: one extra query, at first - 1
-            before, source = [first - 1], list(range(width))
+        # `source` (rows of the hidden states, extras first) is a slice where the layout allows,
+        # so a contiguous window (a `range`) needs no device read and no host-to-device copy.
+        source: slice | list[int]
+        if align == "fastdllm" or whole:  # in-window shift: slot 0 keeps its own state
+            extra_t, source = None, [0, *range(width - 1)]
+        elif span is not None:  # a contiguous window: one extra query, at its first position - 1
+            extra_t, source = window[:1] - 1, slice(0, width)
         else:  # any increasing window: an extra query before every slot whose predecessor is absent
+            pos_list = window.tolist()
             present = set(pos_list)
             before = sorted({p - 1 for p in pos_list if p > 0 and p - 1 not in present})
             row_of = {p: len(before) + j for j, p in enumerate(pos_list)}
             row_of.update({p: j for j, p in enumerate(before)})
             source = [row_of[p - 1] if p > 0 else row_of[p] for p in pos_list]
-        n_extra = len(before)
+            extra_t = torch.tensor(before, device=device) if before else None
+        n_extra = 0 if extra_t is None else extra_t.shape[0]
 
         ids = input_ids
-        if n_extra:
-            extra_t = torch.tensor(before, device=device)
+        if extra_t is not None:
             extra_ids = cache.tokens[:, extra_t]
-            if bool((extra_ids < 0).any()):
+            if not capturing(device) and bool((extra_ids < 0).any()):
                 raise ValueError(
-                    f"align='exact' needs the tokens at positions {before[:5]} (just before window slots) from the "
-                    "cache, but they were never written: fill the cache with a full forward (write=True) first")
+                    "align='exact' needs the tokens just before the window's slots from the cache, but they were "
+                    "never written: fill the cache with a full forward (write=True) first")
             ids = torch.cat((extra_ids, input_ids), dim=1)
             q_window = torch.cat((extra_t, window))
         else:
@@ -399,7 +410,8 @@ class DreamModel(nn.Module):
 
         # Positions: per-row RoPE positions count real tokens only (left padding gets position 0).
         canvas_len = cache.length if cache is not None else width
-        canvas_pos, key_valid, k_valid = canvas_positions(attention_mask, window, attend, canvas_len, bsz, device)
+        canvas_pos, key_valid, k_valid = canvas_positions(attention_mask, window, attend, canvas_len, bsz, device,
+                                                          window_start=None if span is None else span.start)
         q_pos = canvas_pos[:, q_window]
         attn_mask = None if k_valid is None else k_valid[:, None, None, :]
         if extra is not None:  # rows: read-only scorers of the extras, the canvas, the extras
@@ -411,17 +423,24 @@ class DreamModel(nn.Module):
             full = extra.attention(key_valid)
             attn_mask = torch.cat((full[:, :, width:], full), dim=2)  # a scorer sees what its extra sees
             n_extra = extra.ids.shape[1]
-            source = [n_extra + j for j in source]
+            source = [n_extra + j for j in source]  # (no cache here: source was the in-window shift list)
         cos_sin = rope_cos_sin(q_pos, self.config.head_dim, self.config.rope_theta, self.dtype)
 
         x = self.model.embed_tokens(ids)
         for i, layer in enumerate(self.model.layers):
-            kv = cache.layer_view(i, window, attend, write) if cache is not None else None
+            kv = cache.layer_view(i, window, attend, write, None if span is None else span.start) \
+                if cache is not None else None
             x = layer(x, cos_sin, attn_mask, kv, n_extra)
         if cache is not None and write:
             cache.mark_written(window, input_ids)
 
-        x, x_extra = x[:, torch.tensor(source, device=device)], x[:, :n_extra]  # the shift
+        x_extra = x[:, :n_extra]
+        if isinstance(source, slice):
+            x = x[:, source]
+        elif source == [0, *range(width - 1)]:  # the in-window shift, as two slices
+            x = torch.cat((x[:, :1], x[:, : width - 1]), dim=1)
+        else:
+            x = x[:, torch.tensor(source, device=device)]
         if logits_positions is not None:
             x = x[:, logits_positions]
         if extra is not None:

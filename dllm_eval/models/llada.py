@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dllm_eval.errors import UserError
-from dllm_eval.models.cache import ExtraQueries, KVCache, LayerKV, canvas_positions
+from dllm_eval.models.cache import ExtraQueries, KVCache, LayerKV, Window, canvas_positions, resolve_window
 from dllm_eval.models.checkpoint_io import (
     ConfigDict,
     default_dtype,
@@ -282,8 +282,9 @@ class LLaDAModelLM(nn.Module):
 
     Args of `forward`:
         input_ids: [B, W] tokens of the window.
-        window: positions of the window in the canvas, a 1-D LongTensor (contiguous or not,
-            increasing); defaults to ``arange(W)``, i.e. the window is the whole canvas.
+        window: positions of the window in the canvas: a 1-D LongTensor (contiguous or not,
+            increasing) or, for a contiguous window, a `range` (known on the host: no device
+            read, so the step can be captured as a CUDA graph); defaults to the whole canvas.
         attention_mask: [B, L] 1 for real tokens, 0 for left padding, over the whole canvas
             (or the window, when there is no cache). None means no padding.
         cache, attend, write: see `KVCache`.
@@ -310,7 +311,7 @@ class LLaDAModelLM(nn.Module):
         self,
         input_ids: Tensor,
         *,
-        window: Tensor | None = None,
+        window: Window | None = None,
         attention_mask: Tensor | None = None,
         cache: KVCache | None = None,
         attend: str = "window",
@@ -320,8 +321,8 @@ class LLaDAModelLM(nn.Module):
     ) -> Tensor:
         bsz, width = input_ids.shape
         device = input_ids.device
-        if window is None:
-            window = torch.arange(width, device=device)
+        window, span = resolve_window(window, width, device)
+        start = None if span is None else span.start
         if attend not in ("window", "prefix", "cache"):
             raise ValueError(f"attend must be 'window', 'prefix' or 'cache', got {attend!r}")
         if cache is None and (attend != "window" or write):
@@ -329,7 +330,8 @@ class LLaDAModelLM(nn.Module):
 
         # Positions: per-row RoPE positions count real tokens only (left padding gets position 0).
         canvas_len = cache.length if cache is not None else width
-        canvas_pos, key_valid, k_valid = canvas_positions(attention_mask, window, attend, canvas_len, bsz, device)
+        canvas_pos, key_valid, k_valid = canvas_positions(attention_mask, window, attend, canvas_len, bsz, device,
+                                                          window_start=start)
         q_pos = canvas_pos[:, window]
         attn_mask = None if k_valid is None else k_valid[:, None, None, :]
         ids = input_ids
@@ -344,7 +346,7 @@ class LLaDAModelLM(nn.Module):
         tr = self.model.transformer
         x = tr.wte(ids)
         for i, block in enumerate(tr.blocks):
-            kv = cache.layer_view(i, window, attend, write) if cache is not None else None
+            kv = cache.layer_view(i, window, attend, write, start) if cache is not None else None
             x = block(x, cos_sin, attn_mask, kv)
         if cache is not None and write:
             cache.mark_written(window)

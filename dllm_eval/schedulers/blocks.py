@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from dllm_eval.models.cache import KVCache
+from dllm_eval.models.cache import KVCache, Window
 from dllm_eval.schedulers.base import DecodeState, Proposal, propose
 
 CACHE_MODES = ("none", "prefix", "dual")
@@ -29,6 +29,15 @@ CACHE_MODES = ("none", "prefix", "dual")
 def row_index(rows: Tensor) -> Tensor:
     """[B] bool -> the sorted row indices (long)."""
     return rows.nonzero().flatten()
+
+
+def window_index(window: Window) -> slice | Tensor:
+    """An index for a window: a slice for a contiguous `range` (a view, no copy)."""
+    return slice(window.start, window.stop) if isinstance(window, range) else window
+
+
+def window_tensor(window: Window, device: torch.device) -> Tensor:
+    return torch.arange(window.start, window.stop, device=device) if isinstance(window, range) else window
 
 
 def forward_rows(model, state: DecodeState, cache: KVCache | None, rows: Tensor, window: Tensor | None,
@@ -46,7 +55,7 @@ def forward_rows(model, state: DecodeState, cache: KVCache | None, rows: Tensor,
     mask = state.attention_mask
     if mask is not None and not everyone:
         mask = mask.index_select(0, rows)
-    ids = canvas if window is None else canvas[:, window]
+    ids = canvas if window is None else canvas[:, window_index(window)]
     if cache is None:
         return model(ids, attention_mask=mask, logits_positions=logits_slice, **model_kwargs)
     cache.tick()
@@ -54,7 +63,7 @@ def forward_rows(model, state: DecodeState, cache: KVCache | None, rows: Tensor,
     logits = model(ids, window=window, attention_mask=mask, cache=sub, attend=attend, write=write,
                    logits_positions=logits_slice, **model_kwargs)
     if write and not everyone:
-        cache.scatter_rows(rows, sub, positions=window)
+        cache.scatter_rows(rows, sub, positions=None if window is None else window_tensor(window, canvas.device))
     return logits
 
 
@@ -71,13 +80,13 @@ class CacheStats:
         self.attended = torch.zeros(state.batch, dtype=torch.long)
         self.served = torch.zeros(state.batch, dtype=torch.long)
 
-    def record(self, rows: Sequence[int] | Tensor, window: Tensor | None) -> None:
+    def record(self, rows: Sequence[int] | Tensor, window: Window | None) -> None:
         """A call for `rows` over canvas positions `window`; None means a full forward (nothing
         served). Padding positions in a window are neither attended nor recomputed for a row."""
         for r in (rows.tolist() if isinstance(rows, Tensor) else rows):
             self.attended[r] += self.real[r]
             if window is not None:
-                fresh = len(window) if self.mask is None else int(self.mask[r, window.cpu()].sum())
+                fresh = len(window) if self.mask is None else int(self.mask[r, window_index(window) if isinstance(window, range) else window.cpu()].sum())
                 self.served[r] += self.real[r] - fresh
 
     def hit_rate(self, row: int) -> float:
@@ -131,11 +140,11 @@ class BlockRunner:
             logits = forward_rows(self.model, state, self.cache, rows, window, "cache", slice(lo, lo + end - start),
                                   **self.model_kwargs)
         elif self.mode == "prefix":
-            window = torch.arange(start, state.length, device=state.canvas.device)
+            window = range(start, state.length)
             logits = forward_rows(self.model, state, self.cache, rows, window, "prefix", slice(0, end - start),
                                   write=False, **self.model_kwargs)
         else:
-            window = torch.arange(start, end, device=state.canvas.device)
+            window = range(start, end)
             logits = forward_rows(self.model, state, self.cache, rows, window, "cache", slice(0, end - start),
                                   **self.model_kwargs)
         state.trace.forward(active)
