@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval-all": ("dllm_eval.matrix", "run the schedulers x tasks x seeds matrix through lm_eval, then report"),
     "train-tiny": ("dllm_eval.train", "train a small embedded model (LLaDA or Dream format) on the synthetic tasks"),
     "timing": ("dllm_eval.timing", "interleaved, paired tokens/s of several configurations on the same batches"),
+    "bench": ("dllm_eval.benchmarks.bench", "time fixed decode workloads against the hardware's floors (results/bench)"),
     "lm-eval": ("dllm_eval.lm_eval_cli", "lm_eval's own CLI (same arguments), indexing only --include_path when it has every task"),
 }
 

@@ -73,6 +73,7 @@ class FrontEnd:
     use_chat: bool = False
     max_length: int | None = None
     templated_elsewhere: bool = False  # lm-eval's --apply_chat_template already rendered the prompt
+    compile_mode: str = "none"  # how the decode step runs (models.graphs)
 
     @property
     def eos_id(self) -> int:
@@ -142,17 +143,20 @@ class FrontEnd:
 
 
 def load_front_end(pretrained: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                   chat: str | bool = "auto", max_length: int | None = None) -> FrontEnd:
+                   chat: str | bool = "auto", max_length: int | None = None, compile: str = "auto") -> FrontEnd:
     """Load a checkpoint (directory or hub id) and its tokenizer; `chat="auto"` applies the chat
-    template when the name looks like an instruct model and the tokenizer has one."""
+    template when the name looks like an instruct model and the tokenizer has one. `compile`
+    picks how the decode step runs (`models.graphs`: auto = CUDA graphs on a GPU, eager on CPU)."""
     from dllm_eval.models.checkpoint_io import resolve_checkpoint
+    from dllm_eval.models.graphs import accelerate, resolve_compile_mode
     from dllm_eval.models.registry import load_model
     from dllm_eval.models.tokenizer import load_tokenizer
 
+    mode = resolve_compile_mode(compile, device)
     path = resolve_checkpoint(pretrained)
-    model = load_model(path, device=device, dtype=dtype)  # the family comes from config.json
+    model = accelerate(load_model(path, device=device, dtype=dtype), mode)  # the family comes from config.json
     tokenizer = load_tokenizer(path)
     tokenizer.padding_side = "left"
     wants_chat = is_instruct_name(str(pretrained)) if chat == "auto" else chat in (True, "true")
     use_chat = wants_chat and bool(getattr(tokenizer, "chat_template", None))
-    return FrontEnd(model, tokenizer, use_chat=use_chat, max_length=max_length)
+    return FrontEnd(model, tokenizer, use_chat=use_chat, max_length=max_length, compile_mode=mode)

@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 ADAPTER_ARGS = ("pretrained", "scheduler", "dtype", "seed", "trace_dir", "chat_template", "mc_num",
-                "mc_batch_size", "mc_cfg_scale", "max_length", "resume")
+                "mc_batch_size", "mc_cfg_scale", "max_length", "resume", "compile")
 
 
 def request_seed(seed: int, task: str, doc_id: Any, repeat: int) -> int:
@@ -122,6 +122,7 @@ class DiffusionLM(LM):
         mc_cfg_scale: float = 0.0,
         max_length: int | None = None,
         resume: bool | str | None = None,
+        compile: str = "auto",
         batch_size: int | str = 1,
         max_batch_size: int | None = None,
         device: str | None = None,
@@ -180,7 +181,8 @@ class DiffusionLM(LM):
         # ---- load -----------------------------------------------------------------------------
         torch_dtype = None if dtype == "auto" else DTYPES[dtype]
         self.front = load_front_end(self.pretrained, device=self._device, dtype=torch_dtype, chat=chat_template,
-                                    max_length=int(max_length) if max_length else None)
+                                    max_length=int(max_length) if max_length else None, compile=str(compile))
+        self.compile_mode = self.front.compile_mode  # none | graphs | inductor (models.graphs)
         self.model, self.tokenizer = self.front.model, self.front.tokenizer
         self.max_length = int(max_length or self.model.config.max_sequence_length)
         self.front.max_length = self.max_length

@@ -48,7 +48,9 @@ def family_of_model_type(model_type: str | None, where: str = "config.json") -> 
 
 
 def family_of(model: Any) -> Family:
-    """The family of a loaded model (by its module), e.g. to pick a tokenizer or a default."""
+    """The family of a loaded model (by its module), e.g. to pick a tokenizer or a default; a
+    model served through CUDA graphs (`models.graphs.GraphedModel`) is its served model's family."""
+    model = getattr(model, "served_model", model)
     for family in FAMILIES.values():
         if type(model).__module__ == family.module:
             return family

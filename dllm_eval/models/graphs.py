@@ -1,0 +1,173 @@
+"""The decode step as replayed CUDA graphs (model argument ``compile=none|graphs|inductor|auto``).
+
+At batch 1 an 8B step is launch-bound: the GPU needs ~3.5 ms to read the weights, but the eager
+step issues ~700 small kernels and takes 20-24 ms. A CUDA graph records the step's kernels once
+and replays them with one launch. That needs a step that never reads the device and always
+touches the same buffers, which the model files provide (see `models.cache`):
+
+- windows arrive as host `range`s, so no step asks the GPU where its window is;
+- the KV cache is one preallocated buffer per (batch, canvas length), reset in place between
+  decodes (`static_cache`), and its bookkeeping (stamps, written tokens, which rows write) is
+  device-side, so a replay updates it exactly as the eager step would;
+- every other input (tokens, padding mask) is copied into a static buffer before a replay.
+
+One graph is captured per distinct call: (batch, window, attention kind, write, logits slice,
+family options), on the call's second occurrence (a one-off call costs more to capture than to
+run). A block-wise decode of G tokens in blocks of K has about 2*G/K distinct calls (the full
+forward and the cached step per block start): the cached steps are captured during the first
+decode of a shape, the full forwards during the second, and everything replays afterwards. Calls a graph cannot serve (a tensor window, a cache that is
+not the static one, extra queries) run eagerly, so every scheduler works in every mode.
+
+``inductor`` additionally compiles the forward with `torch.compile` (fusing RMSNorm, RoPE and
+SiLU) before capturing it; ``auto`` is ``graphs`` on a GPU and ``none`` on a CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dllm_eval.errors import UserError
+from dllm_eval.models.cache import KVCache
+
+COMPILE_MODES = ("auto", "none", "graphs", "inductor")
+
+
+def resolve_compile_mode(mode: str | None, device: str | torch.device) -> str:
+    """``auto`` -> the fastest mode that works on `device`; one clear line for a bad value."""
+    mode = (mode or "auto").strip().lower()
+    if mode not in COMPILE_MODES:
+        raise UserError(f"compile={mode!r} is not a compile mode; use one of {', '.join(COMPILE_MODES)}")
+    on_gpu = torch.device(device).type == "cuda"
+    if mode == "auto":
+        return "graphs" if on_gpu else "none"
+    if mode != "none" and not on_gpu:
+        raise UserError(f"compile={mode} needs a CUDA device (device={device}); use compile=none or compile=auto on CPU")
+    return mode
+
+
+def accelerate(model: Any, mode: str) -> Any:
+    """The model itself (``none``) or a `GraphedModel` serving it (``graphs``, ``inductor``)."""
+    return model if mode == "none" else GraphedModel(model, compiled=mode == "inductor")
+
+
+class _Graph:
+    """One captured call: its static inputs and output."""
+
+    def __init__(self, graph: torch.cuda.CUDAGraph, ids: Tensor, mask: Tensor | None, out: Tensor) -> None:
+        self.graph, self.ids, self.mask, self.out = graph, ids, mask, out
+
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+        self.ids.copy_(input_ids)
+        if self.mask is not None:
+            self.mask.copy_(attention_mask)
+        self.graph.replay()
+        return self.out.clone()  # the next replay overwrites `out`; callers may keep logits
+
+
+class GraphedModel:
+    """Serves `model`'s forward from captured CUDA graphs; everything else is the model's own.
+
+    Attribute reads fall through to the model (config, dtype, device, ...), so schedulers and
+    `models.registry.family_of` see the same object they would without graphs.
+    """
+
+    def __init__(self, model: Any, *, compiled: bool = False) -> None:
+        if torch.device(model.device).type != "cuda":
+            raise UserError("CUDA graphs need the model on a CUDA device")
+        self.model = model
+        self.compiled = compiled
+        self.forward_fn: Callable[..., Tensor] = (
+            torch.compile(model.forward, dynamic=False) if compiled else model.forward)
+        self.graphs: dict[tuple, _Graph] = {}
+        self.seen: dict[tuple, int] = {}  # calls so far per key: a graph is captured on a key's second call
+        self.pool = torch.cuda.graph_pool_handle()
+        self.cache: KVCache | None = None
+        self.captures = 0
+        self.replays = 0
+        self.eager_calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    @property
+    def served_model(self) -> Any:
+        return self.model
+
+    def static_cache(self, batch: int, length: int) -> KVCache:
+        """The one preallocated cache, reset; a new shape replaces it (and its graphs), so memory
+        holds one cache at a time however many shapes a run meets."""
+        c = self.cache
+        if c is not None and c.keys[0].shape[0] == batch and c.length == length:
+            c.reset()
+            return c
+        self.cache = None
+        self.graphs = {k: g for k, g in self.graphs.items() if k[0] is None}  # drop graphs of the old cache
+        self.seen = {k: n for k, n in self.seen.items() if k[0] is None}
+        cfg = self.model.config
+        c = KVCache(cfg.n_layers, batch, cfg.effective_n_kv_heads, length, cfg.head_dim, self.model.dtype,
+                    self.model.device)
+        c.static = True
+        self.cache = c
+        return c
+
+    def _key(self, input_ids: Tensor, window: Any, attention_mask: Tensor | None, cache: KVCache | None,
+             attend: str, write: bool, logits_positions: slice | None, options: dict[str, Any]) -> tuple | None:
+        """The graph serving this call, or None when only the eager forward can (a tensor window,
+        a cache other than the static one, extra queries, a CPU tensor)."""
+        if options.get("extra") is not None or input_ids.device.type != "cuda":
+            return None
+        if window is not None and not isinstance(window, range):
+            return None
+        if cache is not None and cache is not self.cache:
+            return None
+        span = None if window is None else (window.start, window.stop)
+        lp = None if logits_positions is None else (logits_positions.start, logits_positions.stop)
+        return (None if cache is None else id(cache), tuple(input_ids.shape), span, attention_mask is None,
+                attend, write, lp, tuple(sorted(options.items())))
+
+    def __call__(self, input_ids: Tensor, *, window: Any = None, attention_mask: Tensor | None = None,
+                 cache: KVCache | None = None, attend: str = "window", write: bool = False,
+                 logits_positions: slice | None = None, **options: Any) -> Tensor:
+        kwargs = dict(window=window, cache=cache, attend=attend, write=write, logits_positions=logits_positions,
+                      **options)
+        key = self._key(input_ids, window, attention_mask, cache, attend, write, logits_positions, options)
+        if key is None:
+            self.eager_calls += 1
+            return self.model(input_ids, attention_mask=attention_mask, **kwargs)
+        graph = self.graphs.get(key)
+        if graph is None:
+            self.seen[key] = self.seen.get(key, 0) + 1
+            if self.seen[key] < 2:  # a one-off call (a log-likelihood batch, a block's first step)
+                self.eager_calls += 1  # costs more to capture than to run
+                return self.model(input_ids, attention_mask=attention_mask, **kwargs)
+            graph = self._capture(input_ids, attention_mask, kwargs)
+            self.graphs[key] = graph
+        self.replays += 1
+        return graph(input_ids, attention_mask)
+
+    forward = __call__
+
+    def _capture(self, input_ids: Tensor, attention_mask: Tensor | None, kwargs: dict[str, Any]) -> _Graph:
+        """Warm up on a side stream, then record. The warm-up runs the call for real; every
+        graphed call is idempotent on the cache (it writes what it would write again on the
+        replay that follows), so running it twice leaves the same state as running it once."""
+        ids = input_ids.clone()
+        mask = None if attention_mask is None else attention_mask.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2 if self.compiled else 1):
+                self.forward_fn(ids, attention_mask=mask, **kwargs)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            out = self.forward_fn(ids, attention_mask=mask, **kwargs)
+        self.captures += 1
+        return _Graph(graph, ids, mask, out)
+
+
+__all__ = ["COMPILE_MODES", "GraphedModel", "accelerate", "resolve_compile_mode"]

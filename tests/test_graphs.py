@@ -1,0 +1,77 @@
+"""The decode step served by CUDA graphs (`models.graphs`): the mode switch everywhere, and on a
+GPU the same tokens as the eager step for every scheduler, on both embedded models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dllm_eval.errors import UserError
+from dllm_eval.models.graphs import COMPILE_MODES, resolve_compile_mode
+from dllm_eval.models.registry import family_of
+from tests.helpers import peaky_model
+
+
+def test_auto_is_eager_on_cpu_and_graphs_on_gpu():
+    assert resolve_compile_mode("auto", "cpu") == "none"
+    assert resolve_compile_mode(None, "cpu") == "none"
+    assert resolve_compile_mode("auto", "cuda") == "graphs"
+    assert resolve_compile_mode("inductor", "cuda:0") == "inductor"
+
+
+@pytest.mark.parametrize("mode", ["graphs", "inductor"])
+def test_graph_modes_on_cpu_are_refused_in_one_line(mode):
+    with pytest.raises(UserError, match="needs a CUDA device"):
+        resolve_compile_mode(mode, "cpu")
+
+
+def test_unknown_mode_names_the_choices():
+    with pytest.raises(UserError) as err:
+        resolve_compile_mode("fast", "cpu")
+    assert all(m in str(err.value) for m in COMPILE_MODES)
+
+
+def test_family_is_read_through_a_serving_wrapper():
+    class Wrapper:  # what GraphedModel exposes to the registry
+        def __init__(self, model):
+            self.served_model = model
+
+    assert family_of(Wrapper(peaky_model())).name == "llada"
+
+
+def test_adapter_refuses_graphs_on_cpu_before_loading(tmp_path):
+    from dllm_eval.lm_eval_model import DiffusionLM
+
+    with pytest.raises(UserError, match="compile=graphs needs a CUDA device"):
+        DiffusionLM(scheduler="fast_dllm", compile="graphs", device="cpu")
+
+
+SCHEDULERS = ["fast_dllm", "fast_dllm_prefix", "fast_dllm_nocache", "llada", "adaptive", "tiered_cache", "drs_v2",
+              "eb_sampler", "klass", "wino", "prophet"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("embedded", ["tiny_llada", "tiny_dream"])
+def test_graphs_give_the_eager_tokens_on_the_embedded_models(embedded):
+    """fp32 on the GPU: replayed graphs run the same kernels as the eager step, so greedy tokens
+    and NFE must be identical; the test also checks that graphs were really replayed."""
+    from dllm_eval.frontend import load_front_end
+    from dllm_eval.schedulers import get_scheduler
+    from dllm_eval.synth import synth_math
+
+    eager = load_front_end(embedded, device="cuda", dtype=torch.float32, chat=False, compile="none")
+    graphed = load_front_end(embedded, device="cuda", dtype=torch.float32, chat=False, compile="graphs")
+    docs = synth_math.test_docs()[:16]
+    ids, mask = eager.encode([synth_math.doc_to_text(d) for d in docs], 64)
+    ids, mask = ids.cuda(), mask.cuda()
+    replays = 0
+    for name in SCHEDULERS:
+        sched = get_scheduler(name, gen_length=64)
+        want = sched.generate(eager.model, ids, mask)
+        for _ in range(3):  # first decode captures, later ones replay
+            got = sched.generate(graphed.model, ids, mask)
+            assert torch.equal(got.tokens, want.tokens), name
+            assert [t["nfe"] for t in got.traces] == [t["nfe"] for t in want.traces], name
+        replays = graphed.model.replays
+    assert replays > 0 and graphed.model.captures > 0
