@@ -98,6 +98,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "each cell's lm_eval sees only its device (CUDA_VISIBLE_DEVICES). Default: one cell at a time"
     )
     parser.add_argument(
+        "--cells-per-gpu", type=int, default=1, metavar="K",
+        help="with --gpus: K cells share each device at once (small models leave a GPU mostly idle, and a cell's "
+        "CPU work -- lm-eval's start, scoring code in the sandbox -- then overlaps other cells' decoding)"
+    )
+    parser.add_argument(
         "--launcher", choices=LAUNCHERS, default="local",
         help="local: this machine (default); slurm: one SLURM job per cell through submitit; "
         "submitit-local: submitit's local executor (the slurm code path without SLURM, for tests)",
@@ -277,6 +282,8 @@ def _placement(args: argparse.Namespace) -> dict[str, Any]:
     """How the cells were spread (recorded in matrix.json apart from the invocation, so that the
     report, which quotes the invocation, does not depend on it)."""
     out = {"launcher": getattr(args, "launcher", "local"), "gpus": parse_gpus(getattr(args, "gpus", None))}
+    if getattr(args, "cells_per_gpu", 1) != 1:
+        out["cells_per_gpu"] = args.cells_per_gpu
     if out["launcher"] != "local":
         out.update({k: v for k, v in vars(args).items() if k.startswith("slurm_") and v is not None})
     return out
@@ -515,6 +522,10 @@ def _run_here(args: argparse.Namespace, todo: list[Cell], n_prefix: int, bar: An
     """This machine: one cell at a time, or with --gpus one per device, from a small thread pool
     that hands the next cell to whichever device is free."""
     devices = parse_gpus(args.gpus)
+    if devices:
+        if getattr(args, "cells_per_gpu", 1) < 1:
+            raise UserError(f"--cells-per-gpu {args.cells_per_gpu}: give at least 1")
+        devices = [d for _ in range(getattr(args, "cells_per_gpu", 1)) for d in devices]
     if not devices:  # serial, with the in-cell progress bar
         for c in todo:
             bar.set_postfix_str(c.name)

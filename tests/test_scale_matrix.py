@@ -119,6 +119,19 @@ def test_gpus_spread_cells_and_resume_like_a_serial_run(setup: dict, monkeypatch
     assert len(_lines(s["calls"])) == 14
 
 
+def test_several_cells_share_one_gpu(setup: dict) -> None:
+    """--cells-per-gpu 3 on one device: three cells at a time, all pinned to that device, the same
+    report as a serial run."""
+    s = setup
+    assert cli.main(_argv(s, "serial")) == 0
+    s["seen"].write_text("")
+    assert cli.main(_argv(s, "shared", "--gpus", "1", "--cells-per-gpu", "3")) == 0
+    assert _lines(s["seen"]) == ["dev=0 resume=1"] * 6
+    assert _report(s["root"], "shared") == _report(s["root"], "serial")
+    m = json.loads((s["root"] / "shared" / "matrix.json").read_text())
+    assert m["placement"] == {"launcher": "local", "gpus": ["cuda:0"], "cells_per_gpu": 3}
+
+
 @pytest.mark.slow
 def test_submitit_launcher_resumes_and_reports_like_a_local_run(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("submitit")

@@ -74,6 +74,7 @@ from dllm_eval.models.checkpoint_io import (
     resolve_checkpoint,
     write_shards,
 )
+from dllm_eval.models.fusion import fusable
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -215,6 +216,7 @@ class DreamConfig(ConfigDict):
 # --------------------------------------------------------------------------------------------
 
 
+@fusable
 def rope_cos_sin(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """cos/sin of shape [B, 1, T, head_dim] for integer positions [B, T]: computed in fp32 and
     cast to the model dtype, as Qwen2's rotary embedding returns them."""
@@ -225,6 +227,7 @@ def rope_cos_sin(positions: Tensor, head_dim: int, theta: float, dtype: torch.dt
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
+@fusable
 def apply_rope(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Half-rotation RoPE in t's dtype (Qwen2's `apply_rotary_pos_emb`)."""
     half = t.shape[-1] // 2
@@ -239,9 +242,20 @@ class DreamRMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * normed.to(x.dtype)
+        return dream_rms_norm(x, self.weight, self.variance_epsilon)
+
+
+@fusable
+def dream_rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """Qwen2's RMSNorm: fp32 statistics, the weight applied after the cast back."""
+    x32 = x.float()
+    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * normed.to(x.dtype)
+
+
+@fusable
+def silu_gate(gate: Tensor, up: Tensor) -> Tensor:
+    return F.silu(gate) * up
 
 
 class DreamAttention(nn.Module):
@@ -283,7 +297,7 @@ class DreamMLP(nn.Module):
         self.down_proj = nn.Linear(f, d, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(silu_gate(self.gate_proj(x), self.up_proj(x)))
 
 
 class DreamDecoderLayer(nn.Module):

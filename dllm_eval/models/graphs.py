@@ -18,12 +18,14 @@ forward and the cached step per block start): the cached steps are captured duri
 decode of a shape, the full forwards during the second, and everything replays afterwards. Calls a graph cannot serve (a tensor window, a cache that is
 not the static one, extra queries) run eagerly, so every scheduler works in every mode.
 
-``inductor`` additionally compiles the forward with `torch.compile` (fusing RMSNorm, RoPE and
-SiLU) before capturing it; ``auto`` is ``graphs`` on a GPU and ``none`` on a CPU.
+``inductor`` additionally runs the forward's elementwise pieces (RMSNorm, RoPE, the SiLU gate)
+as kernels fused by `torch.compile` (`models.fusion`) and captures those; ``auto`` is ``graphs``
+on a GPU and ``none`` on a CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +33,7 @@ import torch
 from torch import Tensor
 
 from dllm_eval.errors import UserError
+from dllm_eval.models import fusion
 from dllm_eval.models.cache import KVCache
 
 COMPILE_MODES = ("auto", "none", "graphs", "inductor")
@@ -80,8 +83,7 @@ class GraphedModel:
             raise UserError("CUDA graphs need the model on a CUDA device")
         self.model = model
         self.compiled = compiled
-        self.forward_fn: Callable[..., Tensor] = (
-            torch.compile(model.forward, dynamic=False) if compiled else model.forward)
+        self.forward_fn: Callable[..., Tensor] = model.forward
         self.graphs: dict[tuple, _Graph] = {}
         self.seen: dict[tuple, int] = {}  # calls so far per key: a graph is captured on a key's second call
         self.pool = torch.cuda.graph_pool_handle()
@@ -105,8 +107,10 @@ class GraphedModel:
             c.reset()
             return c
         self.cache = None
-        self.graphs = {k: g for k, g in self.graphs.items() if k[0] is None}  # drop graphs of the old cache
-        self.seen = {k: n for k, n in self.seen.items() if k[0] is None}
+        # drop every graph (they hold the old cache's addresses) and start a new memory pool:
+        # a pool whose graphs are all gone cannot take new captures
+        self.graphs, self.seen = {}, {}
+        self.pool = torch.cuda.graph_pool_handle()
         cfg = self.model.config
         c = KVCache(cfg.n_layers, batch, cfg.effective_n_kv_heads, length, cfg.head_dim, self.model.dtype,
                     self.model.device)
@@ -135,6 +139,13 @@ class GraphedModel:
         kwargs = dict(window=window, cache=cache, attend=attend, write=write, logits_positions=logits_positions,
                       **options)
         key = self._key(input_ids, window, attention_mask, cache, attend, write, logits_positions, options)
+        with fusion.enabled() if self.compiled else contextlib.nullcontext():
+            return self._serve(key, input_ids, attention_mask, kwargs)
+
+    forward = __call__
+
+    def _serve(self, key: tuple | None, input_ids: Tensor, attention_mask: Tensor | None,
+               kwargs: dict[str, Any]) -> Tensor:
         if key is None:
             self.eager_calls += 1
             return self.model(input_ids, attention_mask=attention_mask, **kwargs)
@@ -148,8 +159,6 @@ class GraphedModel:
             self.graphs[key] = graph
         self.replays += 1
         return graph(input_ids, attention_mask)
-
-    forward = __call__
 
     def _capture(self, input_ids: Tensor, attention_mask: Tensor | None, kwargs: dict[str, Any]) -> _Graph:
         """Warm up on a side stream, then record. The warm-up runs the call for real; every

@@ -43,6 +43,7 @@ from dllm_eval.models.checkpoint_io import (
     resolve_checkpoint,
     write_shards,
 )
+from dllm_eval.models.fusion import fusable
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -186,6 +187,7 @@ class LLaDAConfig(ConfigDict):
 # --------------------------------------------------------------------------------------------
 
 
+@fusable
 def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
     """cos/sin of shape [B, 1, T, head_dim] in fp32 for integer positions [B, T]."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
@@ -194,6 +196,7 @@ def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor
     return angles.cos(), angles.sin()
 
 
+@fusable
 def apply_rope(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Half-rotation RoPE (GPT-NeoX style) computed in fp32, cast back to t's dtype."""
     t32 = t.float()
@@ -209,10 +212,20 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        # fp32 statistics, cast back *before* the weight multiply, as LLaDA's RMSLayerNorm does.
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.to(x.dtype) * self.weight
+        return rms_norm(x, self.weight, self.eps)
+
+
+@fusable
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    # fp32 statistics, cast back *before* the weight multiply, as LLaDA's RMSLayerNorm does.
+    x32 = x.float()
+    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return normed.to(x.dtype) * weight
+
+
+@fusable
+def silu_gate(gate: Tensor, up: Tensor) -> Tensor:
+    return F.silu(gate) * up
 
 
 class LLaDABlock(nn.Module):
@@ -256,7 +269,7 @@ class LLaDABlock(nn.Module):
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
         x = x + self.attn_out(att.transpose(1, 2).reshape(bsz, t, -1))
         h = self.ff_norm(x)
-        return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
+        return x + self.ff_out(silu_gate(self.ff_proj(h), self.up_proj(h)))
 
 
 class _Transformer(nn.Module):
