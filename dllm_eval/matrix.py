@@ -626,6 +626,8 @@ def timing_pass(args: argparse.Namespace, mf: MatrixFile, settings: dict[str, An
     from dllm_eval.timing import build_requests, interleaved_timing, tier_batches, write_rows
 
     limit = getattr(args, "timing_limit", None) or _per_device(cfg.get("limit", 48), settings["device"], 48)
+    if settings.get("limit") is not None:  # never more documents than the cells ran (a quick LIMIT=8 try)
+        limit = min(int(limit), int(settings["limit"]))
     batch = int(cfg.get("batch", 4))
     labels = [lab for lab in settings["labels"] if lab not in set(cfg.get("skip") or [])]
     common = common_params(mf, args)
@@ -685,7 +687,9 @@ def sweep_pass(args: argparse.Namespace, mf: MatrixFile, settings: dict[str, Any
     labels = mf.expand([str(x) for x in cfg.get("configs") or []])
     if not [lab for lab in labels if lab != mf.baseline]:
         raise UserError(f"{mf.path.name}: settings.sweep.configs must name at least one configuration besides the baseline")
-    limit = _per_device(cfg.get("limit"), settings["device"], None) or settings["limit"]
+    # an explicit --limit (a quick try) applies to the sweep too; else the sweep's own per-device limit
+    limit = settings["limit"] if args.limit is not None else (_per_device(cfg.get("limit"), settings["device"], None)
+                                                              or settings["limit"])
     worst = 0
     for length in lengths:
         print(f"dllm-eval eval-all: generation-length sweep, gen_length {length} -> {run_dir / SWEEP_DIR / f'gen{length}'}",

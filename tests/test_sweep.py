@@ -131,7 +131,7 @@ def test_eval_all_sweep_reruns_the_sweep_configs_at_each_length_and_judges_the_c
         assert [c["label"] for c in m["cells"]] == ["fast_dllm_dual_t0.9", "adaptive"]
         for c in m["cells"]:
             assert f"gen_length={length}," in c["command"]
-        assert m["settings"]["limit"] == 48  # settings.sweep.limit.cpu of the shipped config
+        assert m["settings"]["limit"] == 40  # an explicit --limit applies to the sweep too
     main_cmds = [c["command"] for c in json.loads((root / "matrix.json").read_text())["cells"]]
     assert not any("gen_length=" in c for c in main_cmds)  # the main matrix keeps each task's own length
     summary = json.loads((root / "summary.json").read_text())
@@ -219,3 +219,18 @@ def test_power_line_states_the_pooled_mde_at_holms_first_step(tmp_path: Path) ->
     md = report.render_markdown(s, {})
     line = next(x for x in md.splitlines() if x.startswith("- **Power:**"))
     assert f"**{100 * mde:.1f} pts**" in line and f"α/m = 0.05/{s.holm_m}" in line and "Not powered" in line
+
+
+def test_dry_run_prints_the_sweep_commands_with_the_sweeps_own_limit(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from dllm_eval import cli
+
+    assert cli.main(["eval-all", "--dry-run", "--lm-eval-cmd", "lm_eval", "--device", "cpu", "--results-dir",
+                     str(tmp_path), "--run", "r", "--schedulers", "adaptive", "--gen-lengths", "64,256"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    cmds = [x for x in out if x.startswith("lm_eval ")]
+    assert len(cmds) == 2 + 2 * 2  # the matrix, then baseline and adaptive at each length
+    for c, length in zip(cmds[2:], (64, 64, 256, 256)):
+        assert f"gen_length={length}," in c and "--limit 48" in c and f"sweep/gen{length}/raw/" in c
+    assert "--limit 160" in cmds[0] and "gen_length" not in cmds[0]
+    assert not (tmp_path / "r").exists()  # a dry run writes nothing
