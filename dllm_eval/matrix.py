@@ -51,7 +51,7 @@ from typing import Any
 
 from dllm_eval import defaults
 from dllm_eval.errors import UserError
-from dllm_eval.matrix_config import DEFAULT_CONFIG, MatrixConfig, MatrixFile, load_matrix_config
+from dllm_eval.matrix_config import DEFAULT_CONFIG, SWEEP_DIR, MatrixConfig, MatrixFile, load_matrix_config
 from dllm_eval.trace_row import JOURNAL_DIR
 
 DONE_MARKER = ".done.json"
@@ -82,6 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     parser.add_argument("--no-timing", action="store_true",
                         help="skip the interleaved timing pass (tokens/s then come from the cells, unpaired in time)")
+    parser.add_argument("--gen-length", type=int,
+                        help="fix every configuration's canvas to this many tokens (default: each task's max_gen_toks "
+                        "rounded up to a whole block); the answer is still cut at the task's stop strings")
+    parser.add_argument("--gen-lengths",
+                        help="generation-length sweep after the matrix: comma-separated lengths (e.g. 64,128,256) at which "
+                        "settings.sweep's configurations and the baseline are rerun and timed, under <run>/sweep/gen<L>/; "
+                        "'none' to skip (default: settings.sweep, on for the devices it lists)")
     parser.add_argument("--run", default="default", help="run name: results go to RESULTS_DIR/RUN (default: %(default)s)")
     parser.add_argument("--results-dir", default="results", help="parent folder of runs (default: %(default)s)")
     parser.add_argument("--config", help=f"matrix config YAML (default: {DEFAULT_CONFIG.name} shipped with dllm-eval)")
@@ -225,7 +232,7 @@ def plan(args: argparse.Namespace) -> tuple[MatrixFile, dict[str, Any], list[Cel
     run_dir = Path(args.results_dir) / args.run
     if not re.match(r"^[A-Za-z0-9_.+-]+$", args.run):
         raise UserError(f"--run {args.run!r}: use letters, digits and _ . + - only")
-    common = s.get("common_params") or {}
+    common = common_params(mf, args)
     cells: list[Cell] = []
     for label in labels:
         cfg = mf.configs[label]
@@ -275,7 +282,20 @@ def plan(args: argparse.Namespace) -> tuple[MatrixFile, dict[str, Any], list[Cel
         "alpha": mf.report.get("alpha", 0.05),
         "min_effect": mf.report.get("min_effect", 0.05),
     }
+    if getattr(args, "gen_length", None):
+        settings["gen_length"] = int(args.gen_length)
     return mf, settings, cells, lm_cmd
+
+
+def common_params(mf: MatrixFile, args: argparse.Namespace) -> dict[str, Any]:
+    """settings.common_params, with --gen-length (a sweep point) on top: passed to every configuration."""
+    common = dict(mf.settings.get("common_params") or {})
+    gen_length = getattr(args, "gen_length", None)
+    if gen_length is not None:
+        if int(gen_length) <= 0:
+            raise UserError(f"--gen-length must be a positive number of tokens, got {gen_length}")
+        common["gen_length"] = int(gen_length)
+    return common
 
 
 def _placement(args: argparse.Namespace) -> dict[str, Any]:
@@ -293,7 +313,8 @@ def _invocation(args: argparse.Namespace) -> str:
     """The eval-all call as a user would type it (explicit options only; placement options --gpus,
     --launcher, --slurm-* are recorded apart, see `_placement`)."""
     parts = ["dllm-eval", "eval-all"]
-    for opt in ("model", "tasks", "schedulers", "seeds", "limit", "batch", "device", "run", "results_dir", "config", "lm_eval_cmd"):
+    for opt in ("model", "tasks", "schedulers", "seeds", "limit", "batch", "device", "gen_length", "gen_lengths", "run",
+                "results_dir", "config", "lm_eval_cmd"):
         v = getattr(args, opt, None)
         if v is not None and not (opt == "run" and v == "default") and not (opt == "results_dir" and v == "results"):
             parts += [f"--{opt.replace('_', '-')}", str(v)]
@@ -613,25 +634,83 @@ def timing_pass(args: argparse.Namespace, mf: MatrixFile, settings: dict[str, An
         return False
     from dllm_eval.frontend import load_front_end
     from dllm_eval.models import EMBEDDED_MODEL_DIR
-    from dllm_eval.timing import build_requests, interleaved_timing, write_rows
+    from dllm_eval.timing import build_requests, interleaved_timing, tier_batches, write_rows
 
-    limit = cfg.get("limit", 48)
-    if isinstance(limit, dict):
-        limit = limit.get(settings["device"].split(":")[0], limit.get("cpu", 48))
+    limit = getattr(args, "timing_limit", None) or _per_device(cfg.get("limit", 48), settings["device"], 48)
+    if settings.get("limit") is not None:  # never more documents than the cells ran (a quick LIMIT=8 try)
+        limit = min(int(limit), int(settings["limit"]))
     batch = int(cfg.get("batch", 4))
     labels = [lab for lab in settings["labels"] if lab not in set(cfg.get("skip") or [])]
-    common = mf.settings.get("common_params") or {}
+    common = common_params(mf, args)
     configs = {lab: (mf.configs[lab].scheduler, {**common, **mf.configs[lab].params}) for lab in labels}
     front = load_front_end(args.model or EMBEDDED_MODEL_DIR, device=settings["device"])
     requests = {t: build_requests(t, settings["include_path"], int(limit)) for t in settings["tasks"]}
     from tqdm import tqdm
 
-    with tqdm(total=sum(-(-len(r) // batch) for r in requests.values()) * len(configs),
+    with tqdm(total=sum(len(tier_batches(r, batch)) for r in requests.values()) * len(configs),
               desc="timing (interleaved)") as bar:
         rows = interleaved_timing(front, requests, configs, batch, progress=bar)
     write_rows(rows, out, {"baseline": mf.baseline, "labels": labels, "batch": batch, "limit": int(limit),
-                           "device": settings["device"], "dtype": str(front.model.dtype).removeprefix("torch.")})
+                           "device": settings["device"], "dtype": str(front.model.dtype).removeprefix("torch."),
+                           "gen_length": common.get("gen_length")})
     return True
+
+
+def _per_device(value: Any, device: str, fallback: Any) -> Any:
+    """A setting given per device ({cpu: 48, cuda: 200}) or plainly; the cpu entry stands in."""
+    if isinstance(value, dict):
+        return value.get(device.split(":")[0], value.get("cpu", fallback))
+    return fallback if value is None else value
+
+
+def sweep_lengths(args: argparse.Namespace, mf: MatrixFile, device: str) -> list[int]:
+    """The generation lengths of the sweep: --gen-lengths, else settings.sweep.gen_lengths when
+    settings.sweep.run_by_default is on for this device; [] for no sweep."""
+    cfg = mf.settings.get("sweep") or {}
+    given = getattr(args, "gen_lengths", None)
+    if given is not None:
+        if str(given).strip().lower() in ("none", "off", ""):
+            return []
+        raw = _csv(str(given)) or []
+    else:
+        if not cfg or not _per_device(cfg.get("run_by_default"), device, False):
+            return []
+        raw = [str(v) for v in cfg.get("gen_lengths") or []]
+    try:
+        lengths = sorted({int(v) for v in raw})
+    except ValueError:
+        raise UserError(f"--gen-lengths must be comma-separated token counts (e.g. 64,128,256), got {given!r}") from None
+    if len(lengths) < 2 or lengths[0] <= 0:
+        raise UserError(f"--gen-lengths needs at least two different positive lengths, got {given if given is not None else raw}")
+    return lengths
+
+
+def sweep_pass(args: argparse.Namespace, mf: MatrixFile, settings: dict[str, Any], run_dir: Path) -> int:
+    """The generation-length sweep (settings.sweep): at each length, settings.sweep.configs and the
+    baseline rerun through lm_eval with the canvas fixed to that length (accuracy), then the
+    interleaved timing pass at that length (paired tokens/s), as a sub-run `<run>/sweep/gen<L>/`
+    that resumes like any run. The report reads the sub-runs; the longest length judges the seed
+    claim "long-sequence scaling". Returns the worst exit code of the sub-runs."""
+    lengths = sweep_lengths(args, mf, settings["device"])
+    if not lengths:
+        return 0
+    cfg = mf.settings.get("sweep") or {}
+    labels = mf.expand([str(x) for x in cfg.get("configs") or []])
+    if not [lab for lab in labels if lab != mf.baseline]:
+        raise UserError(f"{mf.path.name}: settings.sweep.configs must name at least one configuration besides the baseline")
+    # an explicit --limit (a quick try) applies to the sweep too; else the sweep's own per-device limit
+    limit = settings["limit"] if args.limit is not None else (_per_device(cfg.get("limit"), settings["device"], None)
+                                                              or settings["limit"])
+    worst = 0
+    for length in lengths:
+        print(f"dllm-eval eval-all: generation-length sweep, gen_length {length} -> {run_dir / SWEEP_DIR / f'gen{length}'}",
+              file=sys.stderr)
+        sub = argparse.Namespace(**{**vars(args), "results_dir": str(run_dir / SWEEP_DIR), "run": f"gen{length}",
+                                    "schedulers": ",".join(labels), "limit": None if limit is None else str(limit),
+                                    "gen_length": length, "gen_lengths": "none", "no_report": True, "models": None,
+                                    "timing_limit": limit})
+        worst = max(worst, run(sub))
+    return worst
 
 
 def run_models(args: argparse.Namespace, models: list[str]) -> int:
@@ -675,7 +754,7 @@ def run(args: argparse.Namespace) -> int:
         for c in cells:
             state = _cell_state(c, n_prefix)
             print(f"# {c.name} [{state}]\n{shlex.join(c.command)}")
-        return 0
+        return sweep_pass(args, mf, settings, run_dir)  # the sweep's sub-runs print theirs
     states = {c.name: _cell_state(c, n_prefix) for c in cells}
     conflicts = [c for c in cells if states[c.name] == "conflict"]
     if conflicts:
@@ -769,6 +848,8 @@ def run(args: argparse.Namespace) -> int:
     report_ok = True
     if not failed and timing_pass(args, mf, settings, run_dir):
         print(f"dllm-eval eval-all: interleaved timing written to {run_dir / 'timing.json'}", file=sys.stderr)
+    if not failed and sweep_pass(args, mf, settings, run_dir):
+        report_ok = False  # a failed sweep length: the report still comes, the exit code says so
     if not args.no_report:
         from dllm_eval.analysis.report import write_report
 

@@ -17,6 +17,17 @@ import yaml
 from dllm_eval.errors import UserError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "eval_matrix.yaml"
+SWEEP_DIR = "sweep"  # <run>/sweep/gen<L>/: the generation-length sweep, one sub-run per length
+_SWEEP_RE = re.compile(r"^gen([1-9][0-9]*)$")
+
+
+def sweep_dirs(run_root: str | Path) -> dict[int, Path]:
+    """The generation-length sweep's sub-runs of a run folder, by length (written by eval-all, read by the report)."""
+    base = Path(run_root) / SWEEP_DIR
+    if not base.is_dir():
+        return {}
+    found = {int(m.group(1)): p for p in base.iterdir() if p.is_dir() and (m := _SWEEP_RE.match(p.name))}
+    return dict(sorted(found.items()))
 ROLES = {"baseline", "control_aa", "control_degraded"}
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 

@@ -8,6 +8,12 @@ configuration, in an order that rotates from batch to batch (batch i starts with
 i mod K), after one untimed warm-up batch per configuration. Each batch then gives a paired
 ratio, and drift that lasts longer than one batch cancels in the ratio.
 
+Batches are tier-homogeneous: documents that carry a difficulty tier (the synthetic tasks) are
+batched within their tier (`tier_batches`), so a claim about one tier ("throughput on easy
+content") is computed from batches made only of that tier's documents. Mixed batches would leave
+such a claim almost no units: with tiers cycling 1,2,3,4 in document order, a batch of 4 consecutive
+documents holds one of each tier and never counts for tier 1 alone.
+
 The prompts, stop strings and generation lengths are the lm-eval task's own: requests are built
 by lm-eval's task manager (`--include_path tasks`), rendered and decoded by the same front end
 as the `dllm_adaptive` adapter. Output: one JSON file with a row per (task, batch, configuration)
@@ -45,6 +51,7 @@ class TimedBatch:
     gen_tokens: int
     nfe: int
     docs: list[int]
+    tier: int | None = None  # the one difficulty tier of every document in the batch (None: untiered)
 
 
 def rotation(labels: list[str], batch: int) -> list[str]:
@@ -62,8 +69,13 @@ def canvas_length(max_gen_toks: int, block_length: int | None, fixed: int | None
     return unit * max(1, math.ceil(max_gen_toks / unit))
 
 
-def build_requests(task: str, include_path: str | None, limit: int) -> list[tuple[int, str, dict]]:
-    """(doc_id, context, gen_kwargs) of a generate_until task's first `limit` documents, as lm-eval builds them."""
+Request = tuple[int, str, dict, int | None]
+"""(doc_id, context, gen_kwargs, tier) of one document; tier is the doc's `tier` field, or None."""
+
+
+def build_requests(task: str, include_path: str | None, limit: int) -> list[Request]:
+    """One `Request` per document of a generate_until task's first `limit` documents, as lm-eval
+    builds them (the first `limit`, never a selection by outcome)."""
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=include_path) if include_path else TaskManager()
@@ -77,11 +89,24 @@ def build_requests(task: str, include_path: str | None, limit: int) -> list[tupl
         if inst.request_type != "generate_until":
             raise UserError(f"timing: {task} has {inst.request_type} requests; only generate_until tasks are timed")
         if inst.repeats and inst.idx == 0:
-            out.append((int(inst.doc_id), inst.args[0], dict(inst.args[1])))
+            doc = inst.doc if isinstance(inst.doc, dict) else {}
+            tier = doc.get("tier")
+            out.append((int(inst.doc_id), inst.args[0], dict(inst.args[1]), None if tier is None else int(tier)))
     return out
 
 
-def interleaved_timing(front: Any, requests: dict[str, list[tuple[int, str, dict]]],
+def tier_batches(reqs: list[Request], batch_size: int) -> list[list[Request]]:
+    """Batches of at most `batch_size` documents, each from one tier: the documents are grouped by
+    tier (tiers in order of first appearance, document order kept within a tier) and each group is
+    cut into consecutive batches. Untiered documents (tier None) form one group of their own, so an
+    untiered task is batched exactly as before, in document order."""
+    groups: dict[int | None, list[Request]] = {}
+    for r in reqs:
+        groups.setdefault(r[3], []).append(r)
+    return [g[i:i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
+
+
+def interleaved_timing(front: Any, requests: dict[str, list[Request]],
                        configs: dict[str, tuple[str, dict[str, Any]]], batch_size: int,
                        progress: Any = None) -> list[TimedBatch]:
     """Decode every task's batches with every configuration in rotating order; one row per decode."""
@@ -92,7 +117,7 @@ def interleaved_timing(front: Any, requests: dict[str, list[tuple[int, str, dict
     labels = list(configs)
     rows: list[TimedBatch] = []
     for task, reqs in requests.items():
-        batches = [reqs[i:i + batch_size] for i in range(0, len(reqs), batch_size)]
+        batches = tier_batches(reqs, batch_size)
         built = {}
         for label, (name, params) in configs.items():
             block = get_scheduler(name, **params).params.block_length
@@ -100,16 +125,17 @@ def interleaved_timing(front: Any, requests: dict[str, list[tuple[int, str, dict
             built[label] = get_scheduler(name, **{**params, "gen_length": gen_length})
         stops = list(batches[0][0][2].get("until") or [])
         for label in labels:  # warm-up: allocator, kernels, caches; not timed
-            front.generate([c for _, c, _ in batches[0]], built[label], stops)
+            front.generate([r[1] for r in batches[0]], built[label], stops)
         for b, batch in enumerate(batches):
-            contexts = [c for _, c, _ in batch]
+            contexts = [r[1] for r in batch]
             for position, label in enumerate(rotation(labels, b)):
                 generator = torch.Generator(device=front.model.device).manual_seed(b)
                 started = time.perf_counter()
                 decoded = front.generate(contexts, built[label], stops, generator=generator)
                 wall = time.perf_counter() - started
                 rows.append(TimedBatch(task, b, label, position, wall, sum(decoded.gen_tokens),
-                                       sum(t["nfe"] for t in decoded.output.traces), [d for d, _, _ in batch]))
+                                       sum(t["nfe"] for t in decoded.output.traces), [r[0] for r in batch],
+                                       batch[0][3]))
                 if progress is not None:
                     progress.update(1)
     return rows
@@ -195,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     front = load_front_end(args.model or EMBEDDED_MODEL_DIR, device=device)
     requests = {t: build_requests(t, args.include_path, args.limit) for t in args.tasks.split(",") if t}
-    total = sum(math.ceil(len(r) / args.batch) for r in requests.values()) * len(configs)
+    total = sum(len(tier_batches(r, args.batch)) for r in requests.values()) * len(configs)
     with tqdm(total=total, desc="timing (interleaved)") as bar:
         rows = interleaved_timing(front, requests, configs, args.batch, progress=bar)
     meta = {"baseline": labels[0], "labels": labels, "batch": args.batch, "limit": args.limit,

@@ -53,16 +53,20 @@ def test_interleaved_timing_end_to_end_on_the_embedded_model(tmp_path):
     from dllm_eval.timing import build_requests, interleaved_timing
 
     front = load_front_end(EMBEDDED_MODEL_DIR, device="cpu")
-    requests = {"synth_math": build_requests("synth_math", str(REPO / "tasks" / "synth"), 6)}
-    assert [d for d, _, _ in requests["synth_math"]] == list(range(6))
+    requests = {"synth_math": build_requests("synth_math", str(REPO / "tasks" / "synth"), 8)}
+    assert [r[0] for r in requests["synth_math"]] == list(range(8))
+    assert [r[3] for r in requests["synth_math"]] == [1, 2, 3, 4, 1, 2, 3, 4]  # the docs' own tiers
     configs = {"base": ("fast_dllm", {"threshold": 0.9}), "aa": ("fast_dllm", {"threshold": 0.9}),
                "t03": ("fast_dllm", {"threshold": 0.3})}
-    rows = interleaved_timing(front, requests, configs, batch_size=3)
-    assert len(rows) == 2 * 3
+    rows = interleaved_timing(front, requests, configs, batch_size=2)
+    assert len(rows) == 4 * 3
     assert [r.label for r in rows if r.batch == 1] == ["aa", "t03", "base"]  # rotated
+    # tier-homogeneous: batch b holds the two documents of tier b + 1
+    assert {(r.batch, tuple(r.docs), r.tier) for r in rows if r.label == "base"} == {
+        (0, (0, 4), 1), (1, (1, 5), 2), (2, (2, 6), 3), (3, (3, 7), 4)}
     by = {(r.batch, r.label): r for r in rows}
-    assert all(by[(b, "aa")].gen_tokens == by[(b, "base")].gen_tokens for b in (0, 1))  # same decode
-    assert sum(by[(b, "t03")].nfe for b in (0, 1)) < sum(by[(b, "base")].nfe for b in (0, 1))
+    assert all(by[(b, "aa")].gen_tokens == by[(b, "base")].gen_tokens for b in range(4))  # same decode
+    assert sum(by[(b, "t03")].nfe for b in range(4)) < sum(by[(b, "base")].nfe for b in range(4))
     path = tmp_path / "timing.json"
     write_rows(rows, path, {"baseline": "base"})
     meta, back = read_rows(path)
@@ -93,6 +97,16 @@ configs:
     args = argparse.Namespace(model=None, lm_eval_cmd=None, no_timing=False)
     assert matrix.timing_pass(args, mf, settings, tmp_path)
     meta, rows = read_rows(tmp_path / "timing.json")
-    assert meta["labels"] == ["base", "aa"] and meta["batch"] == 2
-    assert sorted({(r.label, r.batch) for r in rows}) == [("aa", 0), ("aa", 1), ("base", 0), ("base", 1)]
+    assert meta["labels"] == ["base", "aa"] and meta["batch"] == 2 and meta["gen_length"] is None
+    # 4 documents of tiers 1-4: tier-homogeneous batches hold one document each
+    assert sorted({(r.label, r.batch) for r in rows}) == [(lab, b) for lab in ("aa", "base") for b in range(4)]
     assert not matrix.timing_pass(args, mf, settings, tmp_path)  # already there: kept
+    # a sweep point: --gen-length fixes every configuration's canvas (synth_math's own is 64)
+    long_dir = tmp_path / "gen128"
+    assert matrix.timing_pass(argparse.Namespace(model=None, lm_eval_cmd=None, no_timing=False, gen_length=128),
+                              mf, settings, long_dir)
+    meta128, rows128 = read_rows(long_dir / "timing.json")
+    assert meta128["gen_length"] == 128
+    nfe = {r.batch: r.nfe for r in rows if r.label == "base"}
+    nfe128 = {r.batch: r.nfe for r in rows128 if r.label == "base"}
+    assert all(nfe128[b] > nfe[b] for b in nfe)  # four blocks of 32 to decode instead of two

@@ -16,6 +16,11 @@ Reading the seeds' wording (choices the seeds leave open, stated so they can be 
   effect and contains the point, which the table calls *inconclusive* (with that reason). This is
   deliberate: a run that cannot tell +3.2% from +9% has not confirmed "+3.2%".
 * "more than the baseline" is the open range (1, inf); "fewer than" is (-inf, 1) on ratios.
+* "long-sequence scaling +20-35%" is read as the tokens/s ratio of 1.20-1.35 over the baseline at
+  the *longest* length of the generation-length sweep (``eval-all --gen-lengths``; the seed
+  contrasts the baseline's "linear degradation" with "sublinear scaling" on long sequences, so
+  the gain is claimed where sequences are long). The ratios at the shorter lengths are shown
+  beside it in the report's sweep section, so a gain that grows with length is visible too.
 
 Why one decision function (``decide``): the old three-word verdict called a measurement that
 *exceeded* the claim "contradicted" and judged throughput on two batches. The table below has
@@ -85,6 +90,7 @@ class Claim:
     versus: str | None = None  # None: the report's baseline; else another scheduler name
     tiers: tuple[int, ...] | None = None
     note: str = ""
+    sweep: bool = False  # measured at the longest length of the generation-length sweep, not the main matrix
 
     @property
     def unit(self) -> str:
@@ -101,8 +107,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(S001, "Throughput on easy content +15-25%", "adaptive", "tps_ratio", (1.15, 1.25), 1.0, tiers=(1,)),
     Claim(S001, "Accuracy on complex reasoning +5-12%", "adaptive", "acc_delta", (0.05, 0.12), 0.0, tiers=(3, 4)),
     Claim(S001, "Cache efficiency +30-40%", "adaptive", "cache_ratio", (1.30, 1.40), 1.0),
-    Claim(S001, "Long-sequence scaling +20-35%", "adaptive", "untestable", (1.20, 1.35), 1.0,
-          note="needs runs at several generation lengths; this matrix uses one"),
+    Claim(S001, "Long-sequence scaling +20-35%", "adaptive", "tps_ratio", (1.20, 1.35), 1.0, sweep=True,
+          note="tokens/s ratio at the longest length of the generation-length sweep"),
     Claim(S001, "Superior accuracy-throughput frontier", "adaptive", "frontier", (1.0, 1.0)),
     Claim(S001, "Ablation: dynamic block sizing, accuracy +3.2%", "adaptive_block", "acc_delta", (0.032, 0.032), 0.0),
     Claim(S001, "Ablation: dynamic block sizing, throughput +18%", "adaptive_block", "tps_ratio", (1.18, 1.18), 1.0),

@@ -33,6 +33,7 @@ from dllm_eval.analysis.claims import CLAIMS, Claim, decide_claim
 from dllm_eval.analysis.loading import RunData, load_run
 from dllm_eval.analysis.stats import pareto_front
 from dllm_eval.errors import UserError
+from dllm_eval.matrix_config import sweep_dirs
 
 __all__ = ["Summary", "build_summary", "render_markdown", "write_report"]
 
@@ -139,6 +140,24 @@ class ClaimRow:
 
 
 @dataclass
+class SweepRow:
+    """One configuration against the baseline at one length of the generation-length sweep, pooled over tasks."""
+
+    gen_length: int
+    label: str
+    n_docs: int
+    acc: float
+    acc_base: float
+    delta: float
+    delta_low: float
+    delta_high: float
+    nfe: dict[str, float] = field(default_factory=dict)
+    tps: dict[str, float] = field(default_factory=dict)
+    tps_unit: str = "batches"
+    tps_n: int | None = None
+
+
+@dataclass
 class Summary:
     run: str
     baseline: str
@@ -157,6 +176,8 @@ class Summary:
     per_doc_nfe: dict[str, dict[str, list[float]]]  # task -> label -> per-doc NFE (for the figure)
     claims_family: dict[str, Any] = field(default_factory=dict)  # the claims' multiplicity policy (claims_policy)
     sequential: dict[str, Any] | None = None  # a run's sequential.json (see dllm_eval.analysis.sequential)
+    sweep: list[SweepRow] = field(default_factory=list)  # the generation-length sweep (<run>/sweep/gen<L>/)
+    power: dict[str, Any] = field(default_factory=dict)  # pooled MDE of the seed comparisons at Holm's alpha/m
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,7 +450,8 @@ def build_summary(run: RunData, *, baseline: str | None = None, alpha: float = 0
                 row.verdict = verdict(row.delta, row.p_holm, row.mde, alpha, min_effect)
 
     controls = _controls(idx, tasks, labels, roles, run, base, alpha)
-    claims = _claims(idx, run, labels, base, tasks, alpha)
+    sweep_runs = {length: load_run(d) for length, d in sweep_dirs(run.root).items()}
+    claims = _claims(idx, run, labels, base, tasks, alpha, sweep_runs)
     header = _header(run, base, labels)
     return Summary(
         run=run.root.name,
@@ -449,7 +471,80 @@ def build_summary(run: RunData, *, baseline: str | None = None, alpha: float = 0
         per_doc_nfe=per_doc_nfe,
         claims_family=claims_policy(alpha),
         sequential=_sequential_record(run),
+        sweep=_sweep_rows(sweep_runs, base, alpha),
+        power=_power(idx, run, labels, base, alpha, len(holm_entries), tasks),
     )
+
+
+def _seed_schedulers() -> set[str]:
+    """Schedulers a seed claim is about (or compared with): their comparisons are the ones a run is sized for."""
+    return {c.scheduler for c in CLAIMS} | {c.versus for c in CLAIMS if c.versus}
+
+
+def _power(idx: _Index, run: RunData, labels: list[str], base: str, alpha: float, holm_m: int,
+           tasks: list[TaskSummary]) -> dict[str, Any]:
+    """What this run can detect: each seed comparison pooled over the tasks, its discordance and the
+    MDE (80% power, exact McNemar) at the most stringent Holm step alpha/m, the level `dllm-eval plan`
+    sizes runs at; and the largest per-task MDE (at alpha, the tables' MDE column)."""
+    m = max(holm_m, 1)
+    rows = []
+    seed = _seed_schedulers()
+    for lab in labels:
+        if lab == base or run.configs[lab].role in CONTROL_ROLES or run.configs[lab].scheduler not in seed:
+            continue
+        pool = _pooled(idx, run, lab, base, None)
+        if pool is None:
+            continue
+        ok = np.isfinite(pool["ca"]) & np.isfinite(pool["cb"])
+        n = int(ok.sum())
+        disc = int(np.sum(pool["ca"][ok] != pool["cb"][ok]))
+        mde = stats.mde_mcnemar(n, disc / n, alpha=alpha / m) if n else math.inf
+        rows.append({"label": lab, "n": n, "discordant": disc, "mde": mde})
+    per_task = [r.mde for t in tasks for r in t.rows
+                if r.label != base and r.role not in CONTROL_ROLES and math.isfinite(r.mde)]
+    return {"alpha": alpha, "m": m, "alpha_each": alpha / m, "power": 0.8, "rows": rows,
+            "per_task_max": max(per_task) if per_task else math.nan}
+
+
+def _sweep_rows(sweep_runs: dict[int, RunData], base: str, alpha: float) -> list[SweepRow]:
+    """Each length of the generation-length sweep: accuracy (pooled paired Δ, 95%), NFE and tokens/s
+    ratios (the interleaved timing pass at that length when it ran, else the cells) per configuration.
+    Descriptive and unadjusted; only the seed claim at the longest length enters the claims family."""
+    out: list[SweepRow] = []
+    for length, sub in sweep_runs.items():
+        sbase = _resolve_baseline(sub, base)
+        idx = _Index(sub)
+        for lab in _order_labels(sub, sbase):
+            if lab == sbase or sub.configs[lab].role in CONTROL_ROLES:
+                continue
+            pool = _pooled(idx, sub, lab, sbase, None)
+            if pool is None:
+                continue
+            rs = _seed_for("sweep", length, lab)
+            d = stats.paired_difference(pool["ca"], pool["cb"], alpha=alpha, n_resamples=N_RESAMPLES, rng=rs)
+            row = SweepRow(length, lab, d.n, float(np.nanmean(pool["ca"])), float(np.nanmean(pool["cb"])),
+                           d.statistic, d.low, d.high)
+            if _has(pool["na"]) and _has(pool["nb"]):
+                row.nfe = _ratio_dict(stats.paired_ratio(pool["na"], pool["nb"], n_resamples=N_RESAMPLES, rng=rs + 1))
+            r, row.tps_unit = _sweep_tps(sub, idx, lab, sbase, 1 - alpha)
+            if r is not None:
+                row.tps, row.tps_n = _ratio_dict(r), r.n
+            out.append(row)
+    return out
+
+
+def _sweep_tps(sub: RunData, idx: _Index, lab: str, base: str, level: float) -> tuple[stats.RatioResult | None, str]:
+    """Tokens/s of ``lab`` over ``base`` in one sweep sub-run: paired by batch from its interleaved
+    timing pass, else from its cells (documents clustered by batch, unpaired in time)."""
+    r = _timed(sub, lab, base, None, confidence_level=level)
+    if r is not None:
+        return r, "batches (interleaved timing pass)"
+    pool = _pooled(idx, sub, lab, base, None)
+    if pool is None or not all(_has(pool[k]) for k in ("ta", "tb", "sa", "sb")):
+        return None, "no timing"
+    r = stats.paired_ratio(pool["ta"], pool["tb"], pool["sa"], pool["sb"], clusters=pool["cl"], confidence_level=level,
+                           n_resamples=N_RESAMPLES, rng=_seed_for("sweep-tps", lab))
+    return r, "batches of the lm_eval cells (unpaired in time)"
 
 
 def _tier_rows(idx: _Index, run: RunData, task: str, labels: list[str], base: str, alpha: float) -> list[TierRow]:
@@ -760,7 +855,44 @@ def claims_policy(alpha: float) -> dict[str, Any]:
     }
 
 
-def _claims(idx: _Index, run: RunData, labels: list[str], base: str, tasks: list[TaskSummary], alpha: float) -> list[ClaimRow]:
+def _fill_ratio(row: ClaimRow, r: stats.RatioResult, a_each: float, direction: int) -> tuple[float, float, float]:
+    """A ratio claim's n, measured text and MDE from its interval; returns (low, high, mde)."""
+    row.n = r.n
+    row.measured = f"{r.statistic:.2f}× [{r.low:.2f}, {r.high:.2f}]" if math.isfinite(r.statistic) else "no data"
+    mde = stats.mde_ratio(r.log_sd, r.n, alpha=a_each, direction=direction)
+    row.mde = "∞" if not math.isfinite(mde) else f"{1 + direction * mde:.2f}×"
+    return r.low, r.high, mde
+
+
+def _sweep_claim(c: Claim, row: ClaimRow, sweep_runs: dict[int, RunData], base: str, a_each: float,
+                 level: float) -> ClaimRow:
+    """A claim judged at the longest length of the generation-length sweep (tokens/s, paired by batch)."""
+    if not sweep_runs:
+        row.verdict, row.measured = "not measured", "—"
+        row.reason = "no generation-length sweep in this run (`dllm-eval eval-all --gen-lengths 64,128,256`)"
+        return row
+    longest = max(sweep_runs)
+    sub = sweep_runs[longest]
+    sbase = _resolve_baseline(sub, base)
+    lab = _label_for(sub, _order_labels(sub, sbase), c.scheduler)
+    row.versus = sbase
+    if lab is None:
+        row.reason = f"{c.scheduler} was not in the sweep (settings.sweep.configs)"
+        return row
+    row.scheduler = lab
+    r, unit = _sweep_tps(sub, _Index(sub), lab, sbase, level)
+    row.unit = f"{unit}, gen_length {longest} (sweep {', '.join(map(str, sweep_runs))})"
+    if r is None:
+        row.measured, row.verdict = "no timing", claims_mod.NOT_MEASURABLE
+        return row
+    lo, hi, mde = _fill_ratio(row, r, a_each, claims_mod.claim_direction(c.claimed, c.null or 1.0))
+    dec = decide_claim(c, lo, hi, mde=mde, n=row.n)
+    row.verdict, row.reason, row.low, row.high = dec.verdict, dec.reason, lo, hi
+    return row
+
+
+def _claims(idx: _Index, run: RunData, labels: list[str], base: str, tasks: list[TaskSummary], alpha: float,
+            sweep_runs: dict[int, RunData] | None = None) -> list[ClaimRow]:
     """Each seed claim against this run: a simultaneous interval, its unit and n, the MDE, the verdict."""
     fam = claims_policy(alpha)
     a_each, level = fam["alpha_each"], fam["confidence_level"]
@@ -771,6 +903,9 @@ def _claims(idx: _Index, run: RunData, labels: list[str], base: str, tasks: list
         tier_txt = "" if c.tiers is None else f" (tier {'-'.join(map(str, (c.tiers[0], c.tiers[-1]))) if len(c.tiers) > 1 else c.tiers[0]})"
         row = ClaimRow(c.seed, c.text, lab or c.scheduler, versus, c.measure + tier_txt, _fmt_claimed(c), "—", "not run", c.note,
                        unit=c.unit)
+        if c.sweep:
+            out.append(_sweep_claim(c, row, sweep_runs or {}, base, a_each, level))
+            continue
         if c.measure == "untestable":
             row.verdict, row.measured = "not measured", "—"
             out.append(row)
@@ -848,11 +983,7 @@ def _claims(idx: _Index, run: RunData, labels: list[str], base: str, tasks: list
                     out.append(row)
                     continue
                 r = stats.paired_ratio(pool["ha"], pool["hb"], confidence_level=level, n_resamples=N_RESAMPLES, rng=rs)
-            row.n = r.n
-            row.measured = f"{r.statistic:.2f}× [{r.low:.2f}, {r.high:.2f}]" if math.isfinite(r.statistic) else "no data"
-            lo, hi = r.low, r.high
-            mde = stats.mde_ratio(r.log_sd, r.n, alpha=a_each, direction=direction)
-            row.mde = "∞" if not math.isfinite(mde) else f"{1 + direction * mde:.2f}×"
+            lo, hi, mde = _fill_ratio(row, r, a_each, direction)
         dec = decide_claim(c, lo, hi, mde=mde, n=row.n)
         row.verdict, row.reason, row.low, row.high = dec.verdict, dec.reason, lo, hi
         out.append(row)
@@ -930,10 +1061,21 @@ def _header(run: RunData, base: str, labels: list[str]) -> dict[str, Any]:
 
     if run.timing:
         meta = run.timing_meta or {}
-        n_batches = len({(r["task"], r["batch"]) for r in run.timing})
-        throughput = (f"interleaved timing pass (`timing.json`): {n_batches} batches of {meta.get('batch', '?')} "
+        batches = {(r["task"], r["batch"]): r.get("tier") for r in run.timing}
+        tiers = sorted({t for t in batches.values() if t is not None})
+        per_tier = ", ".join(f"tier {t}: {sum(v == t for v in batches.values())}" for t in tiers)
+        throughput = (f"interleaved timing pass (`timing.json`): {len(batches)} batches of {meta.get('batch', '?')} "
                       f"documents decoded by every configuration in rotating order in one process on "
-                      f"{meta.get('device', '?')}; tokens/s ratios are paired by batch")
+                      f"{meta.get('device', '?')}; tokens/s ratios are paired by batch"
+                      + (f"; batches are tier-homogeneous (each holds documents of one difficulty tier; {per_tier}), "
+                         "so a tier claim is judged on batches of that tier alone" if tiers else ""))
+        for lab in labels:
+            aa = _timed(run, lab, base, None) if run.configs[lab].role == "control_aa" else None
+            if aa is not None:
+                inside = 0.95 <= aa.statistic <= 1.05
+                throughput += (f"; A/A control `{lab}`: paired tokens/s ratio {aa.statistic:.3f}× "
+                               f"[{aa.low:.3f}, {aa.high:.3f}] over {aa.n} batches, "
+                               + ("within ±5%" if inside else "**outside ±5%: timing noise exceeds the tolerance**"))
     else:
         throughput = ("from the lm_eval cells, each timed in its own process at its own time (not paired in time: "
                       "machine drift lands on one side; read the A/A control's tokens/s ratio as the noise floor)")
@@ -1028,6 +1170,7 @@ def render_markdown(s: Summary, figures: dict[str, list[str]]) -> str:
         f"- **Code:** git commit {h['git']}",
         f"- **Statistics:** α = {s.alpha} family-wise (Holm over {s.holm_m} comparisons), minimum effect of interest "
         f"{100 * s.min_effect:.1f} pts, {N_RESAMPLES} bootstrap resamples",
+        *_render_power_line(s),
         *_render_claims_policy_line(s),
         *_render_measurement_lines(h),
     ]
@@ -1109,6 +1252,7 @@ def render_markdown(s: Summary, figures: dict[str, list[str]]) -> str:
               "—" if t["b"] is None else f"{t['b']}/{t['c']}", "∞" if not math.isfinite(t["mde"]) else f"{100 * t['mde']:.1f}",
               _pct(t["identical"]), _num(t["nfe_ratio"], ".2f"), _ratio(t["tps"])] for t in c["tasks"]],
         )
+    L += _render_sweep(s)
     L += _render_claims_table(s)
     if s.notes:
         L += ["## Data notes", "", *[f"- {n}" for n in dict.fromkeys(s.notes)], ""]
@@ -1119,6 +1263,31 @@ def render_markdown(s: Summary, figures: dict[str, list[str]]) -> str:
           ", ".join(f"{pk}={pv}" for pk, pv in s.params.get(k, {}).items() if pv is not None)] for k in s.labels],
     )
     return "\n".join(L)
+
+
+def _render_power_line(s: Summary) -> list[str]:
+    """The header bullet that says what the run could detect (pooled seed comparisons at Holm's
+    alpha/m) and what it could not power."""
+    p = s.power
+    if not p or not p.get("rows"):
+        return []
+    rows = sorted(p["rows"], key=lambda r: -r["mde"] if math.isfinite(r["mde"]) else -math.inf)
+    worst = rows[0]["mde"]
+    each = ", ".join(f"`{r['label']}` {_num(100 * r['mde'])} ({r['discordant']}/{r['n']} discordant)" for r in rows)
+    ns = sorted({r["n"] for r in rows})
+    line = (f"- **Power:** pooled over the tasks ({'/'.join(map(str, ns))} paired documents), the seed comparisons "
+            f"detect an accuracy difference of **{_num(100 * worst)} pts** or more with {p['power']:.0%} power at "
+            f"α/m = {p['alpha']}/{p['m']} = {p['alpha_each']:.2g} (Holm's first step over this report's family; exact "
+            f"McNemar power at each comparison's own discordance; the level `dllm-eval plan` sizes runs at): {each}. "
+            f"Not powered: pooled differences below {_num(100 * worst)} pts")
+    if math.isfinite(p.get("per_task_max", math.nan)):
+        line += (f"; one task alone (per-task MDE up to {_num(100 * p['per_task_max'])} pts even at the unadjusted "
+                 f"α = {p['alpha']}, the tables' MDE column)")
+    if worst > s.min_effect:
+        line += (f"; the minimum effect of interest, {100 * s.min_effect:.1f} pts, which is why verdicts without a "
+                 "significant difference read *under-powered*")
+    line += "; the tier rows (descriptive)"
+    return [line]
 
 
 def _render_claims_policy_line(s: Summary) -> list[str]:
@@ -1174,6 +1343,34 @@ def _render_claims_table(s: Summary) -> list[str]:
           f"{c.unit} (n={c.n})" if c.n is not None else c.unit, c.mde, f"**{c.verdict}**", c.reason] for c in s.claims],
     )
     return L
+
+
+def _render_sweep(s: Summary) -> list[str]:
+    """The generation-length sweep: per length, accuracy and cost against the baseline (descriptive)."""
+    if not s.sweep:
+        return []
+    lengths = sorted({r.gen_length for r in s.sweep})
+    L = ["## Generation-length sweep", "",
+         f"The sweep configurations and the baseline rerun with the canvas fixed to {', '.join(map(str, lengths))} tokens "
+         f"(`eval-all --gen-lengths`; sub-runs under `sweep/gen<L>/`), pooled over the tasks. The answer is cut at each "
+         "task's stop strings as always, so a longer canvas pads what the schedulers decode and cache. Δ and the ratios are "
+         "unadjusted 95% intervals (descriptive); the seed claim \"long-sequence scaling\" is judged at the longest length "
+         "in *Seed claims*.", ""]
+    rows = []
+    for r in s.sweep:
+        rows.append([str(r.gen_length), f"`{r.label}`", str(r.n_docs), f"{_pct(r.acc_base)} → {_pct(r.acc)}",
+                     f"{_pts(r.delta)} [{_pts(r.delta_low)}, {_pts(r.delta_high)}]", _ratio(r.nfe),
+                     _ratio(r.tps), f"{r.tps_unit} (n={r.tps_n})" if r.tps_n is not None else r.tps_unit])
+    L += _table(["gen_length", "Configuration", "Documents", "Accuracy (baseline → it)", "Δ pts [95% CI]",
+                 "NFE ratio [95% CI]", "tokens/s ratio [95% CI]", "Timing unit (n)"], rows)
+    for lab in dict.fromkeys(r.label for r in s.sweep):
+        mine = sorted((r for r in s.sweep if r.label == lab and r.tps), key=lambda r: r.gen_length)
+        if len(mine) >= 2 and mine[0].tps.get("ratio"):
+            growth = mine[-1].tps["ratio"] / mine[0].tps["ratio"]
+            L += [f"- `{lab}`: tokens/s ratio {mine[0].tps['ratio']:.2f}× at {mine[0].gen_length} tokens, "
+                  f"{mine[-1].tps['ratio']:.2f}× at {mine[-1].gen_length} ({growth:.2f}× the short-canvas ratio; "
+                  "point estimates)."]
+    return [*L, ""]
 
 
 def _render_sequential(s: Summary) -> list[str]:
