@@ -35,6 +35,9 @@ def _local_file(relative: str) -> Path | None:
     path = root / relative
     if not path.is_file():
         raise UserError(f"{path} is missing; lay out {DATA_DIR_ENV} as shared/data (see its README)")
+    from dllm_eval.cell_record import note_data_file
+
+    note_data_file(path)  # its hash goes into the cell's record
     return path
 
 

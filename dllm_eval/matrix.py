@@ -153,6 +153,7 @@ class Cell:
     seed: int
     dir: Path
     command: list[str]
+    keep_journal: bool = False  # eval-all --sequential: the next look extends this cell from its journal
 
     @property
     def name(self) -> str:
@@ -423,7 +424,7 @@ def execute_cell(cell: Cell, n_prefix: int, placement: str | None, env_extra: di
         job = submitit.JobEnvironment()
         placement = f"{job.hostname} job {job.job_id}"
     cell_dir = cell.dir if cwd is None or cell.dir.is_absolute() else Path(cwd) / cell.dir
-    located = Cell(cell.config, cell.seed, cell_dir, cell.command)
+    located = Cell(cell.config, cell.seed, cell_dir, cell.command, cell.keep_journal)
     _clear_leftover(cell_dir)
     started = _dt.datetime.now().isoformat(timespec="seconds")
     rc, secs = _run_cell(located, bar, base_n, {**(env_extra or {}), RESUME_ENV: "1"}, cwd)
@@ -442,12 +443,29 @@ def execute_cell(cell: Cell, n_prefix: int, placement: str | None, env_extra: di
             "seconds": round(secs, 2),
             "device": placement,
         }
+        _copy_cell_record(cell_dir)
         _write_json_atomic(cell_dir / DONE_MARKER, marker)
-        shutil.rmtree(cell_dir / "traces" / JOURNAL_DIR, ignore_errors=True)  # the traces are final now
+        if not cell.keep_journal:
+            shutil.rmtree(cell_dir / "traces" / JOURNAL_DIR, ignore_errors=True)  # the traces are final now
         record["status"] = "done"
     else:
         record["status"] = f"failed (exit {rc})"
     return record
+
+
+def _copy_cell_record(cell_dir: Path) -> None:
+    """The adapter's record of the cell (`dllm_eval.cell_record`, in its results file) as
+    <cell>/record.json, written atomically; nothing when the runner wrote none."""
+    from dllm_eval.cell_record import RECORD_FILE, write_record
+
+    for path in sorted(cell_dir.rglob("results_*.json")):
+        try:
+            info = (json.loads(path.read_text(encoding="utf-8")).get("config") or {}).get("dllm_eval") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(info.get("record"), dict):
+            write_record(cell_dir / RECORD_FILE, info["record"])
+            return
 
 
 def parse_gpus(spec: str | None) -> list[str] | None:

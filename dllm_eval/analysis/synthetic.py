@@ -228,6 +228,7 @@ def write_fake_run(
                 "trace_dir": str(tdir),
                 "torch_version": "2.13.0+cpu",
                 "totals": {},
+                "record": _fake_record(model_args, str(tdir), device, seed),
             },
         },
         "git_hash": "0000000",
@@ -244,6 +245,29 @@ def write_fake_run(
     path = out_dir / f"results_{date_id}.json"
     path.write_text(json.dumps(res, indent=2), encoding="utf-8")
     return path
+
+
+def _fake_record(model_args: dict[str, Any], trace_dir: str, device: str, seed: int) -> dict[str, Any]:
+    """The cell record the adapter would write (`dllm_eval.cell_record`), for a formula "model":
+    a fixed weights hash, the dtype and compile mode from model_args like the adapter's."""
+    from dllm_eval.cell_record import library_versions, sandbox_min_isolation
+
+    return {
+        "model": str(model_args.get("pretrained") or "embedded:synthetic"),
+        "weights": {"model.safetensors": hashlib.sha256(b"synthetic weights").hexdigest()},
+        "tokenizer": {"tokenizer.json": hashlib.sha256(b"synthetic tokenizer").hexdigest()},
+        "data": {},
+        "versions": library_versions(),
+        "code": {"version": "synthetic", "commit": None, "dirty": None, "diff_sha256": None},
+        "dtype": str(model_args.get("dtype", "float32")),
+        "device_type": device.split(":")[0],
+        "compile_mode": str(model_args.get("compile", "none")),
+        "sandbox_min_isolation": sandbox_min_isolation(),
+        "scheduler": model_args.get("scheduler"),
+        "scheduler_args": {k: v for k, v in model_args.items() if k not in ("scheduler", "seed", "trace_dir")},
+        "seed": seed,
+        "trace_dir": trace_dir,
+    }
 
 
 def _parse_model_args(s: str) -> dict[str, Any]:
