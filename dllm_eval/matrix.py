@@ -90,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"command that runs lm_eval (default: ${LM_EVAL_CMD_ENV} or '{Path(sys.executable).name} -m dllm_eval.lm_eval_cli', "
         "lm_eval's CLI with a faster task index; 'lm_eval' works the same)",
     )
+    parser.add_argument(
+        "--sequential", action="store_true",
+        help="reveal documents in looks (the task's own order, up to --limit) and stop a configuration once all its "
+        "comparisons with the baseline are decided by the group-sequential rule (dllm_eval.analysis.sequential)",
+    )
+    parser.add_argument("--looks", type=int, default=5, help="looks of --sequential (default: %(default)s)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing run")
     parser.add_argument("--no-report", action="store_true", help="run the matrix but do not write the report")
@@ -153,15 +159,21 @@ class Cell:
     seed: int
     dir: Path
     command: list[str]
-    keep_journal: bool = False  # eval-all --sequential: the next look extends this cell from its journal
+    # eval-all --sequential: the --limit grows look by look; the adapter's journal is kept so that the
+    # next look decodes only the new documents (see _cell_state and execute_cell)
+    sequential: bool = False
 
     @property
     def name(self) -> str:
         return f"{self.config.label}/seed{self.seed}"
 
-    def fingerprint(self, n_prefix: int) -> str:
-        """Identity of the work, not of the interpreter that launches it."""
-        return hashlib.sha256(json.dumps(self.command[n_prefix:]).encode()).hexdigest()[:16]
+    def fingerprint(self, n_prefix: int, limit: int | None = None) -> str:
+        """Identity of the work, not of the interpreter that launches it (``limit``: of the same
+        command with that --limit, which is how a sequential run recognises an earlier look)."""
+        cmd = list(self.command[n_prefix:])
+        if limit is not None and "--limit" in cmd:
+            cmd[cmd.index("--limit") + 1] = str(limit)
+        return hashlib.sha256(json.dumps(cmd).encode()).hexdigest()[:16]
 
 
 def plan(args: argparse.Namespace) -> tuple[MatrixFile, dict[str, Any], list[Cell], list[str]]:
@@ -255,7 +267,8 @@ def plan(args: argparse.Namespace) -> tuple[MatrixFile, dict[str, Any], list[Cel
             if limit is not None:
                 cmd += ["--limit", str(limit)]
             cmd += ["--log_samples", "--output_path", _rel(cell_dir), "--confirm_run_unsafe_code"]
-            cells.append(Cell(config=cfg, seed=seed, dir=cell_dir, command=cmd))
+            cells.append(Cell(config=cfg, seed=seed, dir=cell_dir, command=cmd,
+                              sequential=bool(getattr(args, "sequential_look", None))))
     settings = {
         "run": args.run,
         "model": args.model,
@@ -291,6 +304,8 @@ def _invocation(args: argparse.Namespace) -> str:
         v = getattr(args, opt, None)
         if v is not None and not (opt == "run" and v == "default") and not (opt == "results_dir" and v == "results"):
             parts += [f"--{opt.replace('_', '-')}", str(v)]
+    if getattr(args, "sequential", False):
+        parts += ["--sequential", "--looks", str(args.looks)]
     return shlex.join(parts)
 
 
@@ -335,8 +350,25 @@ def _cell_state(cell: Cell, n_prefix: int) -> str:
             data = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return "partial"
-        return "done" if data.get("fingerprint") == cell.fingerprint(n_prefix) else "conflict"
+        if data.get("fingerprint") == cell.fingerprint(n_prefix):
+            return "done"
+        if cell.sequential:  # a marker of another look: extend it (a smaller --limit), or it covers this look
+            old = _limit_of(data.get("command") or [])
+            if old is not None and data.get("fingerprint") == cell.fingerprint(n_prefix, limit=old):
+                return "partial" if old < (_limit_of(cell.command) or 0) else "done"
+        return "conflict"
     return "partial" if cell.dir.exists() else "new"
+
+
+def _limit_of(command: list[str]) -> int | None:
+    """The --limit of a cell's command (None without one)."""
+    for i, arg in enumerate(command[:-1]):
+        if arg == "--limit":
+            try:
+                return int(command[i + 1])
+            except ValueError:
+                return None
+    return None
 
 
 _LIVE: set[subprocess.Popen] = set()  # lm_eval processes of running cells, ended on Ctrl-C
@@ -424,7 +456,7 @@ def execute_cell(cell: Cell, n_prefix: int, placement: str | None, env_extra: di
         job = submitit.JobEnvironment()
         placement = f"{job.hostname} job {job.job_id}"
     cell_dir = cell.dir if cwd is None or cell.dir.is_absolute() else Path(cwd) / cell.dir
-    located = Cell(cell.config, cell.seed, cell_dir, cell.command, cell.keep_journal)
+    located = Cell(cell.config, cell.seed, cell_dir, cell.command, cell.sequential)
     _clear_leftover(cell_dir)
     started = _dt.datetime.now().isoformat(timespec="seconds")
     rc, secs = _run_cell(located, bar, base_n, {**(env_extra or {}), RESUME_ENV: "1"}, cwd)
@@ -445,7 +477,7 @@ def execute_cell(cell: Cell, n_prefix: int, placement: str | None, env_extra: di
         }
         _copy_cell_record(cell_dir)
         _write_json_atomic(cell_dir / DONE_MARKER, marker)
-        if not cell.keep_journal:
+        if not cell.sequential:
             shutil.rmtree(cell_dir / "traces" / JOURNAL_DIR, ignore_errors=True)  # the traces are final now
         record["status"] = "done"
     else:
@@ -675,6 +707,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--gpus spreads cells over this machine's devices; with --launcher slurm each job gets "
                         "--slurm-gpus-per-job instead")
     parse_gpus(getattr(args, "gpus", None))  # a bad list fails before anything runs
+    if getattr(args, "sequential", False):
+        from dllm_eval.sequential_run import run_sequential
+
+        return run_sequential(args)
     mf, settings, cells, lm_cmd = plan(args)
     n_prefix = len(lm_cmd)
     run_dir = Path(args.results_dir) / args.run

@@ -545,6 +545,8 @@ def load_run(root: str | Path, *, metric: str | None = None, primary_filter: dic
             f"no finished runs under {root}: every matrix cell lacks its {DONE_MARKER} marker; "
             "rerun `dllm-eval eval-all` with the same --run to finish them"
         )
+    if (root / "sequential.json").is_file():
+        rows = _common_documents(rows, notes)
     table = TidyTable.from_rows(rows)
     tasks = table.unique("task")
     for task in tasks:
@@ -576,6 +578,25 @@ def load_run(root: str | Path, *, metric: str | None = None, primary_filter: dic
         timing=timing.get("rows") if isinstance(timing, dict) else None,
         timing_meta=timing.get("meta") if isinstance(timing, dict) else None,
     )
+
+
+def _common_documents(rows: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
+    """A sequential run (eval-all --sequential) stopped configurations at different looks: the
+    per-task tables pair every configuration on the documents all of them decoded (the first n),
+    and say so; the stopping decisions themselves come from sequential.json."""
+    docs: dict[tuple[str, Any, str], set[int]] = {}
+    for r in rows:
+        docs.setdefault((r["label"], r["seed"], r["task"]), set()).add(r["doc_id"])
+    common: dict[str, set[int]] = {}
+    for (_lab, _seed, task), ids in docs.items():
+        common[task] = ids if task not in common else common[task] & ids
+    for task, ids in common.items():
+        most = max(len(v) for k, v in docs.items() if k[2] == task)
+        if len(ids) < most:
+            notes.append(f"{task}: sequential run, configurations stopped at different looks; the tables pair every "
+                         f"configuration on the {len(ids)} documents all of them decoded (of up to {most}); read the "
+                         "stopping decisions from the sequential section")
+    return [r for r in rows if r["doc_id"] in common[r["task"]]]
 
 
 def _cell_record(cell: Path, info: dict[str, Any]) -> dict[str, Any] | None:

@@ -134,6 +134,7 @@ def write_fake_run(
         spec = TASKS.get(task, {"filters": ["none"], "metric": "acc", "n_docs": 200, "tiers": False})
         n = spec["n_docs"] if limit is None else min(limit, spec["n_docs"])
         ids = list(range(n))
+        _journal(tdir, task, ids, model_args, seed)
         sim = simulate(task, ids, model_args, seed)
         metric = spec["metric"]
         lines = []
@@ -245,6 +246,27 @@ def write_fake_run(
     path = out_dir / f"results_{date_id}.json"
     path.write_text(json.dumps(res, indent=2), encoding="utf-8")
     return path
+
+
+def _journal(tdir: Path, task: str, ids: list[int], model_args: dict[str, Any], seed: int) -> None:
+    """Like the adapter's resume journal: with $DLLM_EVAL_RESUME=1 documents already in
+    <trace_dir>/journal/ are not "decoded" again. How many were is appended to
+    $DLLM_EVAL_FAKE_DECODED (one JSON line per task), so tests can count decodes."""
+    path = tdir / "journal" / "fake.jsonl"
+    resume = os.environ.get("DLLM_EVAL_RESUME") == "1"
+    key = _config_key(model_args)
+    done = set()
+    if resume and path.is_file():
+        done = {(e["key"], e["task"], e["doc_id"], e["seed"]) for e in map(json.loads, path.read_text().splitlines())}
+    new = [d for d in ids if (key, task, d, seed) not in done]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a" if resume else "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"key": key, "task": task, "doc_id": d, "seed": seed}) + "\n" for d in new)
+    log = os.environ.get("DLLM_EVAL_FAKE_DECODED")
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"scheduler": model_args.get("scheduler"), "threshold": model_args.get("threshold"),
+                                "task": task, "decoded": len(new), "limit": len(ids)}) + "\n")
 
 
 def _fake_record(model_args: dict[str, Any], trace_dir: str, device: str, seed: int) -> dict[str, Any]:
