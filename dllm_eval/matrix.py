@@ -322,17 +322,13 @@ def _environment() -> dict[str, Any]:
             env[mod] = version(mod if mod != "lm_eval" else "lm_eval")
         except Exception:
             env[mod] = None
-    try:
-        repo = Path(__file__).resolve().parents[1]
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        # Code only: untracked files and results/ (where this very run writes) are not changed code.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
-                               cwd=repo, capture_output=True, text=True, timeout=10)
-        if head.returncode == 0:
-            env["git_commit"] = head.stdout.strip()
-            env["git_dirty"] = bool(dirty.stdout.strip())
-    except Exception:
-        pass
+    from dllm_eval.cell_record import code_version
+
+    code = code_version()  # the one definition of "which code ran" (cells record the same)
+    if code["commit"]:
+        env["git_commit"] = code["commit"]
+        env["git_dirty"] = code["dirty"]
+        env["git_diff_sha256"] = code["diff_sha256"]
     return env
 
 
