@@ -35,9 +35,6 @@ TOKENIZER_PATTERNS = ("tokenizer*", "special_tokens_map.json", "vocab*", "merges
                       "added_tokens.json", "chat_template*", "*.jinja")
 _CHUNK = 1 << 22  # 4 MiB per read
 
-# Files under $DLLM_EVAL_DATA_DIR that this process read (dllm_eval.data registers each one).
-_DATA_FILES_READ: dict[str, Path] = {}
-
 
 def cache_dir() -> Path:
     """$DLLM_EVAL_CACHE_DIR, else $XDG_CACHE_HOME/dllm_eval, else ~/.cache/dllm_eval."""
@@ -100,18 +97,13 @@ def hash_files(root: Path, patterns: Iterable[str]) -> dict[str, str]:
     return {name: file_sha256(found[name]) for name in sorted(found)}
 
 
-def note_data_file(path: Path) -> None:
-    """Called by `dllm_eval.data` for every local data file a task loads."""
-    _DATA_FILES_READ[str(path)] = path
-
-
 def data_files_read() -> dict[str, str]:
     """{path relative to $DLLM_EVAL_DATA_DIR: sha256} of the data files this process read."""
-    from dllm_eval.data import data_dir
+    from dllm_eval.data import data_dir, files_read
 
     root = data_dir()
     out = {}
-    for p in _DATA_FILES_READ.values():
+    for p in files_read():
         try:
             name = p.resolve().relative_to(root.resolve()).as_posix() if root else p.name
         except ValueError:
