@@ -19,6 +19,8 @@ DEVICE     ?=
 RUN        ?=
 GPUS       ?=
 LAUNCHER   ?=
+SEQUENTIAL ?=
+LOOKS      ?=
 
 .PHONY: install test test-fast lint eval-all clean-venv
 
@@ -47,7 +49,8 @@ eval-all: $(STAMP)
 	  $(if $(SCHEDULERS),--schedulers "$(SCHEDULERS)") $(if $(SEEDS),--seeds "$(SEEDS)") \
 	  $(if $(LIMIT),--limit "$(LIMIT)") $(if $(BATCH),--batch "$(BATCH)") \
 	  $(if $(DEVICE),--device "$(DEVICE)") $(if $(RUN),--run "$(RUN)") \
-	  $(if $(GPUS),--gpus "$(GPUS)") $(if $(LAUNCHER),--launcher "$(LAUNCHER)")
+	  $(if $(GPUS),--gpus "$(GPUS)") $(if $(LAUNCHER),--launcher "$(LAUNCHER)") \
+	  $(if $(SEQUENTIAL),--sequential) $(if $(LOOKS),--looks "$(LOOKS)")
 
 clean-venv:
 	rm -rf $(VENV)

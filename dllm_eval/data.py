@@ -15,6 +15,7 @@ from typing import Any
 from dllm_eval.errors import UserError
 
 DATA_DIR_ENV = "DLLM_EVAL_DATA_DIR"
+_FILES_READ: dict[str, Path] = {}
 
 
 def data_dir() -> Path | None:
@@ -35,7 +36,13 @@ def _local_file(relative: str) -> Path | None:
     path = root / relative
     if not path.is_file():
         raise UserError(f"{path} is missing; lay out {DATA_DIR_ENV} as shared/data (see its README)")
+    _FILES_READ[str(path)] = path  # hashed into the cell's record (dllm_eval.cell_record)
     return path
+
+
+def files_read() -> list[Path]:
+    """The local data files this process has loaded so far."""
+    return list(_FILES_READ.values())
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

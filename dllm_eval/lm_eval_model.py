@@ -56,6 +56,7 @@ from lm_eval.models.utils import Collator, handle_stop_sequences
 from tqdm import tqdm
 
 from dllm_eval import __version__, defaults
+from dllm_eval.cell_record import sandbox_min_isolation
 from dllm_eval.errors import UserError
 from dllm_eval.frontend import load_front_end
 from dllm_eval.models import EMBEDDED_MODEL_DIR
@@ -290,7 +291,7 @@ class DiffusionLM(LM):
             totals["tokens_per_s"] = decoded_tokens / totals["wall_s"]
         if totals.get("requests"):
             totals["mean_nfe"] = totals.get("nfe", 0.0) / totals["requests"]
-        return {
+        info: dict[str, Any] = {
             "dllm_eval": {
                 "version": __version__,
                 "pretrained": self.pretrained,
@@ -304,10 +305,26 @@ class DiffusionLM(LM):
                 "trace_dir": str(self.trace_dir) if self.trace_dir else None,
                 "torch_version": torch.__version__,
                 # the code sandbox's floor, when a user lowered it for this run (see dllm_eval.scoring)
-                "sandbox_min_isolation": os.environ.get("DLLM_EVAL_MIN_ISOLATION") or "namespaces (default)",
+                "sandbox_min_isolation": sandbox_min_isolation(),
                 "totals": totals,
             }
         }
+        if self.rank == 0:
+            info["dllm_eval"]["record"] = self._cell_record(info["dllm_eval"])
+        return info
+
+    def _cell_record(self, info: dict[str, Any]) -> dict[str, Any]:
+        """What else than the scheduler could change this run's numbers (`dllm_eval.cell_record`):
+        eval-all copies it to <cell>/record.json and the report refuses to compare cells that differ."""
+        from dllm_eval.cell_record import build_record
+
+        return build_record(
+            pretrained=self.pretrained, dtype=info["dtype"], device_type=self._device.type,
+            compile_mode=str(getattr(self, "compile_mode", "none")),
+            sandbox_min_isolation=info["sandbox_min_isolation"],
+            scheduler={"scheduler": self.scheduler_name, "scheduler_args": self.scheduler_args, "seed": self.seed,
+                       "trace_dir": info["trace_dir"]},
+        )
 
     def _resolved_params(self, gen_length: int) -> dict[str, Any]:
         sched = get_scheduler(self.scheduler_name, **{**self.scheduler_args, "gen_length": gen_length})

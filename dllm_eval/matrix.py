@@ -22,6 +22,8 @@ Layout of ``results/<run>/``::
 
     matrix.json                       settings, configurations, environment, every cell's command
     raw/<label>/seed<k>/.done.json    marker: command, exit code, timings
+    raw/<label>/seed<k>/record.json   what besides the scheduler could change its numbers (dllm_eval.cell_record)
+    sequential.json                   --sequential: the plan, the decisions and where each configuration stopped
     raw/<label>/seed<k>/lm_eval.log   lm_eval's stdout+stderr
     raw/<label>/seed<k>/traces/       the adapter's per-request traces (journal/ while unfinished)
     slurm/                            submitit's job scripts and logs (--launcher slurm)
@@ -44,10 +46,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from dllm_eval import defaults
 from dllm_eval.errors import UserError
@@ -97,6 +102,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"command that runs lm_eval (default: ${LM_EVAL_CMD_ENV} or '{Path(sys.executable).name} -m dllm_eval.lm_eval_cli', "
         "lm_eval's CLI with a faster task index; 'lm_eval' works the same)",
     )
+    parser.add_argument(
+        "--sequential", action="store_true",
+        help="reveal documents in looks (the task's own order, up to --limit) and stop a configuration once all its "
+        "comparisons with the baseline are decided by the group-sequential rule (dllm_eval.analysis.sequential)",
+    )
+    parser.add_argument("--looks", type=int, default=5, help="looks of --sequential (default: %(default)s)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing run")
     parser.add_argument("--no-report", action="store_true", help="run the matrix but do not write the report")
@@ -165,14 +176,21 @@ class Cell:
     seed: int
     dir: Path
     command: list[str]
+    # eval-all --sequential: the --limit grows look by look; the adapter's journal is kept so that the
+    # next look decodes only the new documents (see _cell_state and execute_cell)
+    sequential: bool = False
 
     @property
     def name(self) -> str:
         return f"{self.config.label}/seed{self.seed}"
 
-    def fingerprint(self, n_prefix: int) -> str:
-        """Identity of the work, not of the interpreter that launches it."""
-        return hashlib.sha256(json.dumps(self.command[n_prefix:]).encode()).hexdigest()[:16]
+    def fingerprint(self, n_prefix: int, limit: int | None = None) -> str:
+        """Identity of the work, not of the interpreter that launches it (``limit``: of the same
+        command with that --limit, which is how a sequential run recognises an earlier look)."""
+        cmd = list(self.command[n_prefix:])
+        if limit is not None and "--limit" in cmd:
+            cmd[cmd.index("--limit") + 1] = str(limit)
+        return hashlib.sha256(json.dumps(cmd).encode()).hexdigest()[:16]
 
 
 def plan(args: argparse.Namespace) -> tuple[MatrixFile, dict[str, Any], list[Cell], list[str]]:
@@ -266,7 +284,8 @@ def plan(args: argparse.Namespace) -> tuple[MatrixFile, dict[str, Any], list[Cel
             if limit is not None:
                 cmd += ["--limit", str(limit)]
             cmd += ["--log_samples", "--output_path", _rel(cell_dir), "--confirm_run_unsafe_code"]
-            cells.append(Cell(config=cfg, seed=seed, dir=cell_dir, command=cmd))
+            cells.append(Cell(config=cfg, seed=seed, dir=cell_dir, command=cmd,
+                              sequential=bool(getattr(args, "sequential_look", None))))
     settings = {
         "run": args.run,
         "model": args.model,
@@ -318,6 +337,8 @@ def _invocation(args: argparse.Namespace) -> str:
         v = getattr(args, opt, None)
         if v is not None and not (opt == "run" and v == "default") and not (opt == "results_dir" and v == "results"):
             parts += [f"--{opt.replace('_', '-')}", str(v)]
+    if getattr(args, "sequential", False):
+        parts += ["--sequential", "--looks", str(args.looks)]
     return shlex.join(parts)
 
 
@@ -334,17 +355,13 @@ def _environment() -> dict[str, Any]:
             env[mod] = version(mod if mod != "lm_eval" else "lm_eval")
         except Exception:
             env[mod] = None
-    try:
-        repo = Path(__file__).resolve().parents[1]
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        # Code only: untracked files and results/ (where this very run writes) are not changed code.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
-                               cwd=repo, capture_output=True, text=True, timeout=10)
-        if head.returncode == 0:
-            env["git_commit"] = head.stdout.strip()
-            env["git_dirty"] = bool(dirty.stdout.strip())
-    except Exception:
-        pass
+    from dllm_eval.cell_record import code_version
+
+    code = code_version()  # the one definition of "which code ran" (cells record the same)
+    if code["commit"]:
+        env["git_commit"] = code["commit"]
+        env["git_dirty"] = code["dirty"]
+        env["git_diff_sha256"] = code["diff_sha256"]
     return env
 
 
@@ -362,8 +379,25 @@ def _cell_state(cell: Cell, n_prefix: int) -> str:
             data = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return "partial"
-        return "done" if data.get("fingerprint") == cell.fingerprint(n_prefix) else "conflict"
+        if data.get("fingerprint") == cell.fingerprint(n_prefix):
+            return "done"
+        if cell.sequential:  # a marker of another look: extend it (a smaller --limit), or it covers this look
+            old = _limit_of(data.get("command") or [])
+            if old is not None and data.get("fingerprint") == cell.fingerprint(n_prefix, limit=old):
+                return "partial" if old < (_limit_of(cell.command) or 0) else "done"
+        return "conflict"
     return "partial" if cell.dir.exists() else "new"
+
+
+def _limit_of(command: list[str]) -> int | None:
+    """The --limit of a cell's command (None without one)."""
+    for i, arg in enumerate(command[:-1]):
+        if arg == "--limit":
+            try:
+                return int(command[i + 1])
+            except ValueError:
+                return None
+    return None
 
 
 _LIVE: set[subprocess.Popen] = set()  # lm_eval processes of running cells, ended on Ctrl-C
@@ -451,7 +485,7 @@ def execute_cell(cell: Cell, n_prefix: int, placement: str | None, env_extra: di
         job = submitit.JobEnvironment()
         placement = f"{job.hostname} job {job.job_id}"
     cell_dir = cell.dir if cwd is None or cell.dir.is_absolute() else Path(cwd) / cell.dir
-    located = Cell(cell.config, cell.seed, cell_dir, cell.command)
+    located = Cell(cell.config, cell.seed, cell_dir, cell.command, cell.sequential)
     _clear_leftover(cell_dir)
     started = _dt.datetime.now().isoformat(timespec="seconds")
     rc, secs = _run_cell(located, bar, base_n, {**(env_extra or {}), RESUME_ENV: "1"}, cwd)
@@ -470,12 +504,29 @@ def execute_cell(cell: Cell, n_prefix: int, placement: str | None, env_extra: di
             "seconds": round(secs, 2),
             "device": placement,
         }
+        _copy_cell_record(cell_dir)
         _write_json_atomic(cell_dir / DONE_MARKER, marker)
-        shutil.rmtree(cell_dir / "traces" / JOURNAL_DIR, ignore_errors=True)  # the traces are final now
+        if not cell.sequential:
+            shutil.rmtree(cell_dir / "traces" / JOURNAL_DIR, ignore_errors=True)  # the traces are final now
         record["status"] = "done"
     else:
         record["status"] = f"failed (exit {rc})"
     return record
+
+
+def _copy_cell_record(cell_dir: Path) -> None:
+    """The adapter's record of the cell (`dllm_eval.cell_record`, in its results file) as
+    <cell>/record.json, written atomically; nothing when the runner wrote none."""
+    from dllm_eval.cell_record import RECORD_FILE, write_record
+
+    for path in sorted(cell_dir.rglob("results_*.json")):
+        try:
+            info = (json.loads(path.read_text(encoding="utf-8")).get("config") or {}).get("dllm_eval") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(info.get("record"), dict):
+            write_record(cell_dir / RECORD_FILE, info["record"])
+            return
 
 
 def parse_gpus(spec: str | None) -> list[str] | None:
@@ -747,6 +798,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--gpus spreads cells over this machine's devices; with --launcher slurm each job gets "
                         "--slurm-gpus-per-job instead")
     parse_gpus(getattr(args, "gpus", None))  # a bad list fails before anything runs
+    if getattr(args, "sequential", False):
+        return run_sequential(args)
     mf, settings, cells, lm_cmd = plan(args)
     n_prefix = len(lm_cmd)
     run_dir = Path(args.results_dir) / args.run
@@ -873,3 +926,168 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0 if report_ok else 1
+
+
+# --------------------------------------------------------------------------------------------
+# eval-all --sequential
+# --------------------------------------------------------------------------------------------
+
+SEQUENTIAL_FILE = "sequential.json"
+ORDER = "each task's own document order (lm-eval --limit n takes the first n documents), fixed before the run"
+_CONTROL_ROLES = ("control_aa", "control_degraded")
+
+
+def cell_outcomes(cell_dir: Path, task: str) -> np.ndarray:
+    """The cell's 0/1 scores on ``task`` (primary filter) in document order, read with the report's loader."""
+    from dllm_eval.analysis.loading import load_run
+
+    run = load_run(cell_dir)
+    t = run.table.where(task=task, filter=run.primary_filter[task])
+    order = np.argsort(t["doc_id"].astype(float))
+    ids = t["doc_id"][order].astype(float)
+    if not np.array_equal(ids, np.arange(ids.size)):
+        raise UserError(f"{cell_dir}: task {task} documents are not 0..{ids.size - 1} in order; "
+                        "--sequential needs the task's own order")
+    scores = t["correct"][order]
+    if not np.all(np.isin(scores, (0.0, 1.0))):
+        raise UserError(f"{cell_dir}: task {task} has scores other than 0/1; --sequential pairs 0/1 outcomes")
+    return scores
+
+
+def sequential_families(labels: list[str], baseline: str, roles: dict[str, str | None], tasks: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """Family name -> its comparisons (configuration, task): the real ones together, each control alone."""
+    out: dict[str, list[tuple[str, str]]] = {"comparisons": []}
+    for lab in labels:
+        if lab == baseline:
+            continue
+        fam = lab if roles.get(lab) in _CONTROL_ROLES else "comparisons"
+        out.setdefault(fam, []).extend((lab, t) for t in tasks)
+    return {k: v for k, v in out.items() if v}
+
+
+def _plan_for(args: argparse.Namespace, n_max: int, alpha: float, mde: float) -> Any:
+    from dllm_eval.analysis.sequential import SequentialPlan
+
+    if args.looks < 1:
+        raise UserError(f"--looks must be at least 1, got {args.looks}")
+    try:
+        return SequentialPlan(n_max=n_max, looks=args.looks, alpha=alpha, mde=mde)
+    except ValueError as exc:
+        raise UserError(f"--sequential with --limit {n_max} and --looks {args.looks}: {exc}") from None
+
+
+def run_sequential(args: argparse.Namespace) -> int:
+    """eval-all --sequential: the look loop; returns eval-all's exit status.
+
+    The design is fixed before any outcome: at most --limit documents per task in the task's own
+    order (lm-eval's --limit n takes the first n), revealed in --looks equal steps. At look k every
+    still-running configuration and the baseline run through `run` with --limit n_k in the same
+    cell folders; the adapter's journal, kept between looks (Cell.sequential), answers the documents
+    already decoded. The paired 0/1 outcomes so far then go through the pure rule
+    (`dllm_eval.analysis.sequential.decide_counts`): the real comparisons (configuration x task)
+    are one Holm family, each control its own, as in the report; a configuration stops when all
+    its comparisons are decided, the baseline runs while any configuration does. <run>/sequential.json
+    holds plan, decisions and stops after each look; rerunning the same command replays the looks
+    from the files.
+    """
+    from dllm_eval.analysis.sequential import DECIDED, configuration_stops, decide_counts
+
+    mf, settings, cells, _ = plan(args)
+    n_max = settings["limit"]
+    if n_max is None:
+        raise UserError("--sequential reveals documents up to a maximum: give --limit N (or settings.limit)")
+    if len(settings["seeds"]) != 1:
+        raise UserError(f"--sequential pairs one outcome per document: give one seed (got {settings['seeds']})")
+    seq = _plan_for(args, int(n_max), float(settings["alpha"]), float(settings["min_effect"]))
+    base, labels, tasks = mf.baseline, settings["labels"], settings["tasks"]
+    roles = {lab: mf.configs[lab].role for lab in labels}
+    fams = sequential_families(labels, base, roles, tasks)
+    run_dir = Path(args.results_dir) / args.run
+    seed = settings["seeds"][0]
+    if args.dry_run:
+        print(f"# --sequential: looks after {', '.join(map(str, seq.look_sizes))} documents per task; "
+              "look 1 runs every configuration:")
+    counts: dict[Hashable, list[tuple[int, int]]] = {key: [] for fam in fams.values() for key in fam}
+    running = [lab for lab in labels if lab != base]
+    decisions: dict[str, list[Any]] = {}
+    look = 0
+    for look in range(1, seq.k + 1):
+        n = seq.look_sizes[look - 1]
+        sub = argparse.Namespace(**{**vars(args), "sequential": False, "sequential_look": look, "limit": str(n),
+                                    "schedulers": ",".join([base, *running]), "no_report": True, "no_timing": True})
+        print(f"dllm-eval eval-all --sequential: look {look} of {seq.k}: {n} documents per task for "
+              f"{len(running)} configuration(s) and the baseline", file=sys.stderr)
+        rc = run(sub)
+        if args.dry_run:
+            return rc
+        if rc != 0:
+            print(f"dllm-eval eval-all --sequential: look {look} did not finish; rerun the same command to resume",
+                  file=sys.stderr)
+            return rc
+        outcome = {(lab, t): cell_outcomes(run_dir / "raw" / lab / f"seed{seed}", t)
+                   for lab in [base, *running] for t in tasks}
+        for (_lab, t), x in outcome.items():
+            if x.size < n:
+                raise UserError(f"task {t} has only {x.size} documents, fewer than look {look}'s {n}: "
+                                f"give --limit {x.size} or less with --sequential")
+        for key in counts:
+            lab, t = key  # type: ignore[misc]
+            if lab in running:
+                a, b = outcome[(lab, t)][:n], outcome[(base, t)][:n]
+                counts[key].append((int(np.sum((a == 1) & (b == 0))), int(np.sum((a == 0) & (b == 1)))))
+            else:  # stopped: never read again by the rule, which freezes a stopped configuration
+                counts[key].append(counts[key][-1])
+        decisions = {fam: decide_counts(seq, {k: counts[k] for k in keys}, look) for fam, keys in fams.items()}
+        stops = {s.configuration: s for ds in decisions.values() for s in configuration_stops(seq, ds)}
+        running = [lab for lab in running if not all(d.decided for ds in decisions.values() for d in ds
+                                                     if d.configuration == lab)]
+        _write_sequential(run_dir, seq, decisions, fams, look, stops)
+        if not running:
+            break
+    for c in cells:  # the traces are final now
+        shutil.rmtree(c.dir / "traces" / JOURNAL_DIR, ignore_errors=True)
+    _finish_matrix_json(run_dir, args, settings)
+    n_decided = sum(d.status in DECIDED for ds in decisions.values() for d in ds)
+    print(f"dllm-eval eval-all --sequential: {n_decided} of {len(counts)} comparisons decided after look {look}",
+          file=sys.stderr)
+    if timing_pass(args, mf, settings, run_dir):
+        print(f"dllm-eval eval-all: interleaved timing written to {run_dir / 'timing.json'}", file=sys.stderr)
+    if args.no_report:
+        return 0
+    from dllm_eval.analysis.report import write_report
+
+    try:
+        out = write_report(run_dir, baseline=base, alpha=float(settings["alpha"]), min_effect=float(settings["min_effect"]))
+    except UserError as exc:
+        print(f"dllm-eval eval-all: no report: {exc}", file=sys.stderr)
+        return 1
+    print(f"dllm-eval eval-all: report written to {out}", file=sys.stderr)
+    return 0
+
+
+def _write_sequential(run_dir: Path, seq: Any, decisions: dict[str, list[Any]], fams: dict[str, list[tuple[str, str]]],
+                      look: int, stops: dict[Hashable, Any]) -> None:
+    """<run>/sequential.json: the plan of the real family, every decision, the families and the stops."""
+    from dataclasses import asdict, replace
+
+    from dllm_eval.analysis.sequential import to_record
+
+    all_decisions = [d for ds in decisions.values() for d in ds]
+    record = to_record(replace(seq, family_size=len(fams.get("comparisons", [])) or None), all_decisions)
+    record.update({
+        "order": ORDER,
+        "looks_run": look,
+        "families": {fam: [list(k) for k in keys] for fam, keys in fams.items()},
+        "stops": {str(k): asdict(v) for k, v in stops.items()},
+    })
+    _write_json_atomic(run_dir / SEQUENTIAL_FILE, record)
+
+
+def _finish_matrix_json(run_dir: Path, args: argparse.Namespace, settings: dict[str, Any]) -> None:
+    """matrix.json as the whole sequential run (the looks rewrote it with their own --limit)."""
+    path = run_dir / "matrix.json"
+    m = json.loads(path.read_text(encoding="utf-8"))
+    m["argv"] = _invocation(args)
+    m["settings"] = {**m.get("settings", {}), "limit": settings["limit"], "labels": settings["labels"],
+                     "sequential": {"looks": args.looks, "file": SEQUENTIAL_FILE}}
+    _write_json_atomic(path, m)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -136,7 +137,7 @@ def test_dllm_gsm8k_renders_the_stock_prompt():
 @pytest.mark.slow
 def test_stock_lm_eval_cli_end_to_end_offline(random_checkpoint, tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "DLLM_EVAL_CACHE_DIR": str(tmp_path / "cache")}
     cmd = [LM_EVAL, "--model", "dllm_adaptive", "--model_args",
            f"pretrained={random_checkpoint},scheduler=fast_dllm,cache=dual,threshold=0.9,gen_length=64,block_length=16",
            "--tasks", "dllm_gsm8k", "--include_path", str(REPO / "tasks"), "--limit", "4", "--batch_size", "2",
@@ -155,3 +156,21 @@ def test_stock_lm_eval_cli_end_to_end_offline(random_checkpoint, tmp_path):
     assert config["dllm_eval"]["totals"]["requests"] == 4
     sample_lines = samples[0].read_text().splitlines()
     assert len(sample_lines) == 8  # 4 docs x 2 filters
+    # the cell record: hashes of what was read (against hashlib), versions, dtype, device, compile mode
+    record = config["dllm_eval"]["record"]
+
+    def sha(p: Path) -> str:
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+
+    weights = [*random_checkpoint.glob("*.safetensors"), *random_checkpoint.glob("*.safetensors.index.json")]
+    assert weights and record["weights"] == {p.name: sha(p) for p in weights}
+    assert record["tokenizer"]["tokenizer_config.json"] == sha(random_checkpoint / "tokenizer_config.json")
+    data_root = os.environ.get("DLLM_EVAL_DATA_DIR")
+    if data_root:  # the task read gsm8k's local copies, and only those
+        assert set(record["data"]) == {"gsm8k/test.jsonl", "gsm8k/train.jsonl"}
+        assert record["data"]["gsm8k/test.jsonl"] == sha(Path(data_root) / "gsm8k" / "test.jsonl")
+    assert (record["dtype"], record["device_type"], record["compile_mode"]) == ("float32", "cpu", "none")
+    assert record["versions"]["torch"] and record["versions"]["lm_eval"] and record["versions"]["python"]
+    assert record["sandbox_min_isolation"] == config["dllm_eval"]["sandbox_min_isolation"]
+    assert record["code"]["version"] and record["scheduler"] == "fast_dllm"
+    assert (tmp_path / "cache" / "hashes.json").is_file()  # hashed once, then read from the cache

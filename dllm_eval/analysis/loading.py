@@ -158,6 +158,7 @@ class UnitInfo:
     tasks: list[str]
     meta: dict[str, Any]
     command: str | None = None
+    record: dict[str, Any] | None = None  # the cell's record (dllm_eval.cell_record), None for older runs
 
 
 @dataclass
@@ -426,7 +427,8 @@ def load_run(root: str | Path, *, metric: str | None = None, primary_filter: dic
         marker = cell / DONE_MARKER
         if marker.is_file():
             command = (_read_json(marker) or {}).get("command_str")
-        units.append(UnitInfo(label=label, seed=seed, path=rpath, tasks=tasks, meta=meta, command=command))
+        units.append(UnitInfo(label=label, seed=seed, path=rpath, tasks=tasks, meta=meta, command=command,
+                              record=_cell_record(cell, info)))
 
         traces = _load_traces(_find_traces(rpath.parent, cell, [margs.get("trace_dir"), info.get("trace_dir")]), notes, label, seed)
         for task in tasks:
@@ -543,6 +545,8 @@ def load_run(root: str | Path, *, metric: str | None = None, primary_filter: dic
             f"no finished runs under {root}: every matrix cell lacks its {DONE_MARKER} marker; "
             "rerun `dllm-eval eval-all` with the same --run to finish them"
         )
+    if (root / "sequential.json").is_file():
+        rows = _common_documents(rows, notes)
     table = TidyTable.from_rows(rows)
     tasks = table.unique("task")
     for task in tasks:
@@ -552,6 +556,7 @@ def load_run(root: str | Path, *, metric: str | None = None, primary_filter: dic
                 f"task {task} has no filter {task_primary[task]!r} (filters: {', '.join(task_filters[task])})"
             )
     _check_alignment(table, tasks)
+    _check_records(units, notes)
     _attach_roles(configs, matrix)
     has_tiers = {t: bool(np.any(np.isfinite(table.where(task=t)["tier"]))) for t in tasks}
     for c in configs.values():
@@ -573,6 +578,58 @@ def load_run(root: str | Path, *, metric: str | None = None, primary_filter: dic
         timing=timing.get("rows") if isinstance(timing, dict) else None,
         timing_meta=timing.get("meta") if isinstance(timing, dict) else None,
     )
+
+
+def _common_documents(rows: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
+    """A sequential run (eval-all --sequential) stopped configurations at different looks: the
+    per-task tables pair every configuration on the documents all of them decoded (the first n),
+    and say so; the stopping decisions themselves come from sequential.json."""
+    docs: dict[tuple[str, Any, str], set[int]] = {}
+    for r in rows:
+        docs.setdefault((r["label"], r["seed"], r["task"]), set()).add(r["doc_id"])
+    common: dict[str, set[int]] = {}
+    for (_lab, _seed, task), ids in docs.items():
+        common[task] = ids if task not in common else common[task] & ids
+    for task, ids in common.items():
+        most = max(len(v) for k, v in docs.items() if k[2] == task)
+        if len(ids) < most:
+            notes.append(f"{task}: sequential run, configurations stopped at different looks; the tables pair every "
+                         f"configuration on the {len(ids)} documents all of them decoded (of up to {most}); read the "
+                         "stopping decisions from the sequential section")
+    return [r for r in rows if r["doc_id"] in common[r["task"]]]
+
+
+def _cell_record(cell: Path, info: dict[str, Any]) -> dict[str, Any] | None:
+    """<cell>/record.json (eval-all), else the record the adapter put into the results file."""
+    from dllm_eval.cell_record import RECORD_FILE
+
+    path = cell / RECORD_FILE
+    if path.is_file():
+        rec = _read_json(path)
+        if not isinstance(rec, dict):
+            raise UserError(f"{path}: expected a JSON object (a cell record)")
+        return rec
+    rec = info.get("record")
+    return rec if isinstance(rec, dict) else None
+
+
+def _check_records(units: list[UnitInfo], notes: list[str]) -> None:
+    """Refuse to compare cells whose records differ outside the scheduler settings (UserError
+    naming the field, the cells and the values); cells without a record only get a note."""
+    from dllm_eval.cell_record import compare_records
+
+    def name(u: UnitInfo) -> str:
+        return u.label if u.seed is None else f"{u.label}/seed{u.seed}"
+
+    with_record = {name(u): u.record for u in units if u.record is not None}
+    without = sorted({name(u) for u in units if u.record is None})
+    if without:
+        notes.append(
+            f"{len(without)} cell(s) have no record of weights, tokenizer, data, versions, dtype and sandbox "
+            f"(made before cells were recorded), so they could not be checked to match: {', '.join(without[:6])}"
+            + (" ..." if len(without) > 6 else "")
+        )
+    compare_records(with_record)  # type: ignore[arg-type]
 
 
 def _load_traces(paths: list[Path], notes: list[str], label: str, seed: int | None) -> dict[str, dict[int, dict[str, Any]]]:

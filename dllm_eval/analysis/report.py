@@ -1379,7 +1379,17 @@ def _render_sequential(s: Summary) -> list[str]:
         return []
     from dllm_eval.analysis.sequential import render_sequential_record
 
-    return render_sequential_record(s.sequential)
+    lines = render_sequential_record(s.sequential)
+    extra = []
+    if s.sequential.get("order"):
+        extra.append(f"Document order: {s.sequential['order']}.")
+    controls = [f for f in (s.sequential.get("families") or {}) if f != "comparisons"]
+    if controls:
+        extra.append(f"The controls ({', '.join(f'`{c}`' for c in controls)}) are each their own family (Holm over "
+                     "their tasks), outside the Holm family of the real comparisons, as in the Controls section.")
+    extra.append("The per-task tables above are fixed-n descriptions of the documents every configuration decoded; "
+                 "for the comparisons stopped here, the decisions and intervals to read are this section's RCIs.")
+    return [*lines[:-1], *extra, ""] if lines and lines[-1] == "" else [*lines, *extra]
 
 
 def _seed_text(seeds: dict[str, list[int]]) -> str:

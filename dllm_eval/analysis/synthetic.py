@@ -134,6 +134,7 @@ def write_fake_run(
         spec = TASKS.get(task, {"filters": ["none"], "metric": "acc", "n_docs": 200, "tiers": False})
         n = spec["n_docs"] if limit is None else min(limit, spec["n_docs"])
         ids = list(range(n))
+        _journal(tdir, task, ids, model_args, seed)
         sim = simulate(task, ids, model_args, seed)
         metric = spec["metric"]
         lines = []
@@ -228,6 +229,7 @@ def write_fake_run(
                 "trace_dir": str(tdir),
                 "torch_version": "2.13.0+cpu",
                 "totals": {},
+                "record": _fake_record(model_args, str(tdir), device, seed),
             },
         },
         "git_hash": "0000000",
@@ -244,6 +246,50 @@ def write_fake_run(
     path = out_dir / f"results_{date_id}.json"
     path.write_text(json.dumps(res, indent=2), encoding="utf-8")
     return path
+
+
+def _journal(tdir: Path, task: str, ids: list[int], model_args: dict[str, Any], seed: int) -> None:
+    """Like the adapter's resume journal: with $DLLM_EVAL_RESUME=1 documents already in
+    <trace_dir>/journal/ are not "decoded" again. How many were is appended to
+    $DLLM_EVAL_FAKE_DECODED (one JSON line per task), so tests can count decodes."""
+    path = tdir / "journal" / "fake.jsonl"
+    resume = os.environ.get("DLLM_EVAL_RESUME") == "1"
+    key = _config_key(model_args)
+    done = set()
+    if resume and path.is_file():
+        done = {(e["key"], e["task"], e["doc_id"], e["seed"]) for e in map(json.loads, path.read_text().splitlines())}
+    new = [d for d in ids if (key, task, d, seed) not in done]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a" if resume else "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"key": key, "task": task, "doc_id": d, "seed": seed}) + "\n" for d in new)
+    log = os.environ.get("DLLM_EVAL_FAKE_DECODED")
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"scheduler": model_args.get("scheduler"), "threshold": model_args.get("threshold"),
+                                "task": task, "decoded": len(new), "limit": len(ids)}) + "\n")
+
+
+def _fake_record(model_args: dict[str, Any], trace_dir: str, device: str, seed: int) -> dict[str, Any]:
+    """The cell record the adapter would write (`dllm_eval.cell_record`), for a formula "model":
+    a fixed weights hash, the dtype and compile mode from model_args like the adapter's."""
+    from dllm_eval.cell_record import library_versions, sandbox_min_isolation
+
+    return {
+        "model": str(model_args.get("pretrained") or "embedded:synthetic"),
+        "weights": {"model.safetensors": hashlib.sha256(b"synthetic weights").hexdigest()},
+        "tokenizer": {"tokenizer.json": hashlib.sha256(b"synthetic tokenizer").hexdigest()},
+        "data": {},
+        "versions": library_versions(),
+        "code": {"version": "synthetic", "commit": None, "dirty": None, "diff_sha256": None},
+        "dtype": str(model_args.get("dtype", "float32")),
+        "device_type": device.split(":")[0],
+        "compile_mode": str(model_args.get("compile", "none")),
+        "sandbox_min_isolation": sandbox_min_isolation(),
+        "scheduler": model_args.get("scheduler"),
+        "scheduler_args": {k: v for k, v in model_args.items() if k not in ("scheduler", "seed", "trace_dir")},
+        "seed": seed,
+        "trace_dir": trace_dir,
+    }
 
 
 def _parse_model_args(s: str) -> dict[str, Any]:
