@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dllm_eval.models.cache import KVCache
+from dllm_eval.models.cache import KVCache, Window
 from dllm_eval.schedulers.base import DecodeState, Proposal, propose, select_quota, select_threshold
 
 CACHE_MODES = ("none", "prefix", "dual")
@@ -36,17 +36,23 @@ def row_index(rows: Tensor) -> Tensor:
     return rows.nonzero().flatten()
 
 
-def forward_batch(model, state: DecodeState, cache: KVCache | None, active: Tensor, window: Tensor | None,
+def forward_batch(model, state: DecodeState, cache: KVCache | None, active: Tensor, window: Window | None,
                   attend: str, logits_slice: slice, write: bool = True, **model_kwargs) -> Tensor:
     """One forward for the whole batch; only the `active` rows ([B] bool) write the cache.
 
     `window=None` is a full forward over the canvas (``attend="window"``), filling the cache
-    when there is one. Logits are [B, ...] for every row; those of inactive rows are to be
+    when there is one; a contiguous window is best a `range` (the model then needs no device
+    read to know its layout, so the step can be captured as a CUDA graph). Logits are [B, ...] for every row; those of inactive rows are to be
     ignored. The cache clock ticks once per call, so `cache.stamp` tells which call wrote each
     position. `write_rows` is set in place (CUDA graphs capture its address) and reset to all
     rows after the call, for callers that do not set it.
     """
-    ids = state.canvas if window is None else state.canvas[:, window]
+    if window is None:
+        ids = state.canvas
+    elif isinstance(window, range):
+        ids = state.canvas[:, window.start:window.stop]
+    else:
+        ids = state.canvas[:, window]
     if cache is None:
         return model(ids, attention_mask=state.attention_mask, logits_positions=logits_slice, **model_kwargs)
     cache.tick()
@@ -74,7 +80,7 @@ class CacheStats:
         self.attended = torch.zeros(state.batch, dtype=torch.long, device=device)
         self.served = torch.zeros(state.batch, dtype=torch.long, device=device)
 
-    def record(self, active: Tensor, window: Tensor | None, valid: Tensor | None = None) -> None:
+    def record(self, active: Tensor, window: Window | None, valid: Tensor | None = None) -> None:
         """A call in which the `active` rows ([B] bool) needed canvas positions `window`: 1-D
         (every row), or [B, W] per row with `valid` marking its real entries; None means a full
         forward (nothing served). Padding positions in a window are neither attended nor
@@ -83,7 +89,10 @@ class CacheStats:
         self.attended += used * self.real
         if window is None:
             return
-        if window.dim() == 1:
+        if isinstance(window, range):
+            fresh = (torch.full_like(self.real, len(window)) if self.mask is None
+                     else self.mask[:, window.start:window.stop].sum(dim=1))
+        elif window.dim() == 1:
             fresh = (torch.full_like(self.real, window.numel()) if self.mask is None
                      else self.mask[:, window].sum(dim=1))
         else:
@@ -205,7 +214,7 @@ class BlockRunner:
         except ValueError:
             return None
 
-    def forward(self, active: Tensor, start: int, end: int, first: bool, window: Tensor | None = None,
+    def forward(self, active: Tensor, start: int, end: int, first: bool, window: Window | None = None,
                 window_start: int | None = None) -> Tensor:
         """Logits [B, end - start, V] of [start, end), counted in the trace for the `active` rows
         ([B] bool); every row runs, the others' logits are to be ignored.
@@ -219,15 +228,20 @@ class BlockRunner:
             logits = forward_batch(self.model, state, self.cache, active, None, "window", slice(start, end),
                                    **self.model_kwargs)
         elif window is not None:
-            lo = int((window == start).nonzero()[0]) if window_start is None else window_start
+            if window_start is not None:
+                lo = window_start
+            elif isinstance(window, range):
+                lo = start - window.start
+            else:
+                lo = int((window == start).nonzero()[0])
             logits = forward_batch(self.model, state, self.cache, active, window, "cache", slice(lo, lo + end - start),
                                    **self.model_kwargs)
         elif self.mode == "prefix":
-            window = torch.arange(start, state.length, device=state.canvas.device)
+            window = range(start, state.length)
             logits = forward_batch(self.model, state, self.cache, active, window, "prefix", slice(0, end - start),
                                    write=False, **self.model_kwargs)
         else:
-            window = torch.arange(start, end, device=state.canvas.device)
+            window = range(start, end)
             logits = forward_batch(self.model, state, self.cache, active, window, "cache", slice(0, end - start),
                                    **self.model_kwargs)
         state.trace.forward(active)
@@ -253,7 +267,10 @@ class BlockRunner:
         spans = Spans(active, starts, inside, width)
         if all(s == wanted[0] for s in wanted):
             one = wanted[0]
-            window = None if one.window is None else torch.tensor(one.window, device=device)
+            window: Window | None = None
+            if one.window is not None:
+                contiguous = one.window == tuple(range(one.window[0], one.window[-1] + 1))
+                window = range(one.window[0], one.window[-1] + 1) if contiguous else torch.tensor(one.window, device=device)
             logits = self.forward(active, one.start, one.end, first=one.window is None, window=window,
                                   window_start=None if one.window is None else one.window.index(one.start))
             return logits, spans
