@@ -431,12 +431,13 @@ class DecodeState:
         """Write the selected proposals of the window starting at `start`; returns the count per row."""
         width = transfer.shape[1]
         window = self.canvas[:, start:start + width]
-        window[transfer] = proposal.tokens[transfer]
+        window.copy_(torch.where(transfer, proposal.tokens, window))  # no boolean indexing: no host sync
         gen_lo = start - self.prompt_len
         if gen_lo >= 0:
             conf = self.commit_conf[:, gen_lo:gen_lo + width]
-            conf[transfer] = proposal.confidence[transfer].double()
-            self.commit_step[:, gen_lo:gen_lo + width][transfer] = self.step_counter
+            conf.copy_(torch.where(transfer, proposal.confidence.double(), conf))
+            steps = self.commit_step[:, gen_lo:gen_lo + width]
+            steps.copy_(torch.where(transfer, self.step_counter, steps))
         self.trace.step(block, transfer, proposal.confidence)
         self.step_counter += 1
         return transfer.sum(dim=1)
