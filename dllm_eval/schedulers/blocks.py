@@ -36,23 +36,23 @@ def row_index(rows: Tensor) -> Tensor:
     return rows.nonzero().flatten()
 
 
+def window_index(window: Window) -> slice | Tensor:
+    """An index for a window: a slice for a contiguous `range` (a view, no copy)."""
+    return slice(window.start, window.stop) if isinstance(window, range) else window
+
+
 def forward_batch(model, state: DecodeState, cache: KVCache | None, active: Tensor, window: Window | None,
                   attend: str, logits_slice: slice, write: bool = True, **model_kwargs) -> Tensor:
     """One forward for the whole batch; only the `active` rows ([B] bool) write the cache.
 
     `window=None` is a full forward over the canvas (``attend="window"``), filling the cache
     when there is one; a contiguous window is best a `range` (the model then needs no device
-    read to know its layout, so the step can be captured as a CUDA graph). Logits are [B, ...] for every row; those of inactive rows are to be
-    ignored. The cache clock ticks once per call, so `cache.stamp` tells which call wrote each
+    read to know its layout, so the step can be captured as a CUDA graph). Logits are [B, ...]
+    for every row; those of inactive rows are to be ignored. The cache clock ticks once per call, so `cache.stamp` tells which call wrote each
     position. `write_rows` is set in place (CUDA graphs capture its address) and reset to all
     rows after the call, for callers that do not set it.
     """
-    if window is None:
-        ids = state.canvas
-    elif isinstance(window, range):
-        ids = state.canvas[:, window.start:window.stop]
-    else:
-        ids = state.canvas[:, window]
+    ids = state.canvas if window is None else state.canvas[:, window_index(window)]
     if cache is None:
         return model(ids, attention_mask=state.attention_mask, logits_positions=logits_slice, **model_kwargs)
     cache.tick()
@@ -89,12 +89,9 @@ class CacheStats:
         self.attended += used * self.real
         if window is None:
             return
-        if isinstance(window, range):
+        if isinstance(window, range) or window.dim() == 1:
             fresh = (torch.full_like(self.real, len(window)) if self.mask is None
-                     else self.mask[:, window.start:window.stop].sum(dim=1))
-        elif window.dim() == 1:
-            fresh = (torch.full_like(self.real, window.numel()) if self.mask is None
-                     else self.mask[:, window].sum(dim=1))
+                     else self.mask[:, window_index(window)].sum(dim=1))
         else:
             real = valid if self.mask is None else valid & self.mask.gather(1, window)
             fresh = real.sum(dim=1)
