@@ -105,3 +105,23 @@ def test_an_idle_row_keeps_its_cache_exactly():
     assert torch.equal(cache.keys[0][1], before[0][1]) and torch.equal(cache.stamp[1], before[1][1])
     assert not torch.equal(cache.keys[0][0], before[0][0]) and not torch.equal(cache.stamp[2], before[1][2])
     assert state.trace.row_nfe.tolist() == [2, 1, 2] and state.trace.batch_nfe == 2
+
+
+@pytest.mark.parametrize("name,params", [("adaptive", {}), ("tiered_cache", {}),
+                                         ("drs", dict(block_length=8, t_base=4, refine_budget=6)),
+                                         ("drs_v2", dict(block_length=8, refine_budget=6))])
+def test_real_model_padded_batch_takes_one_call_per_step_of_its_slowest_row(name, params):
+    from tests.helpers import peaky_model, random_prompt
+
+    model = peaky_model()
+    rows = [random_prompt(n, 20 + i)[0].tolist() for i, n in enumerate([11, 4, 8, 6])]
+    ids, mask = prompt_tensor(*rows)
+    seen: list[int] = []
+    hook = model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    try:
+        out = get_scheduler(name, gen_length=48 if name in ("adaptive", "tiered_cache") else 32,
+                            **params).generate(model, ids, attention_mask=mask)
+    finally:
+        hook.remove()
+    nfe = [t["nfe"] for t in out.traces]
+    assert set(seen) == {4} and len(seen) == out.batch_nfe == max(nfe)
