@@ -13,7 +13,10 @@ tests drive the schedulers with this fake instead:
   window token's id as its "key" and calls ``cache.mark_written``; with ``attend="cache"`` or
   ``"prefix"`` it reads the *cached* tokens outside the window, so a stale cache shows up as a
   stale context in what the script sees (``-1`` where the KV was never written). Every call is
-  logged with its window, mode and the cache stamps it read, for staleness checks.
+  logged with its window, mode and the cache stamps it read, for staleness checks. Rows left out
+  of ``cache.write_rows`` write nothing. A window may also be per row (``[B, W]`` positions with
+  ``window_valid``, ``logits_positions`` a ``[B, K]`` tensor of window entries, ``attend="cache"``):
+  invalid entries are neither written nor seen.
 
 Same call signature and attributes as `LLaDAModelLM` (`config`, `dtype`, `device`).
 """
@@ -43,7 +46,7 @@ class Call:
     """One forward call, as the fake saw it."""
 
     batch: int
-    window: list[int]  # canvas positions of the window
+    window: list[int]  # canvas positions of the window (a per-row window: row 0's valid ones)
     attend: str
     write: bool
     clock: int | None  # cache.clock at the call (None without a cache)
@@ -64,15 +67,19 @@ class ScriptedModel:
         self.device = torch.device("cpu")
         self.calls: list[Call] = []
 
-    def __call__(self, input_ids: Tensor, *, window: Tensor | range | None = None, attention_mask: Tensor | None = None,
+    def __call__(self, input_ids: Tensor, *, window: Tensor | range | None = None,
+                 window_valid: Tensor | None = None, attention_mask: Tensor | None = None,
                  cache: KVCache | None = None, attend: str = "window", write: bool = False,
-                 logits_positions: slice | None = None) -> Tensor:
+                 logits_positions: slice | Tensor | None = None) -> Tensor:
+        if isinstance(window, range):
+            window = torch.arange(window.start, window.stop)
+        if window is not None and window.dim() == 2:
+            return self._per_row(input_ids, window, window_valid, attention_mask, cache, attend, write,
+                                 logits_positions)
         bsz, width = input_ids.shape
         length = cache.length if cache is not None else width
         if window is None:
             window = torch.arange(width)
-        elif isinstance(window, range):  # the interface allows a host range for contiguous windows
-            window = torch.arange(window.start, window.stop)
         if cache is None and (attend != "window" or write or width != length):
             raise ValueError("without a cache the window must be the whole canvas, attend='window', write=False")
         if attend not in ("window", "prefix", "cache"):
@@ -88,19 +95,46 @@ class ScriptedModel:
         self.calls.append(Call(bsz, pos, attend, write, None if cache is None else cache.clock,
                                None if cache is None else cache.stamp.clone(), served))
         if cache is not None and write:
+            rows = cache.write_rows.nonzero().flatten()
             for layer in range(self.config.n_layers):
-                cache.keys[layer][:, 0, window, 0] = input_ids.to(cache.keys[layer].dtype)
-                cache.values[layer][:, 0, window, 0] = input_ids.to(cache.values[layer].dtype)
+                for store in (cache.keys[layer], cache.values[layer]):
+                    store[rows[:, None], 0, window[None, :], 0] = input_ids[rows].to(store.dtype)
             cache.mark_written(window)
 
+        query = pos if logits_positions is None else pos[logits_positions]
+        return self._logits(seen, [query] * bsz, attention_mask)
+
+    def _per_row(self, input_ids: Tensor, window: Tensor, valid: Tensor, attention_mask: Tensor | None,
+                 cache: KVCache, attend: str, write: bool, logits_positions: Tensor) -> Tensor:
+        """A per-row window: each row sees the cache with its own valid entries fresh."""
+        if cache is None or attend != "cache" or not write:
+            raise ValueError("the fake takes per-row windows only with attend='cache', write=True")
+        bsz, length = input_ids.shape[0], cache.length
+        cached = torch.where(cache.stamp >= 0, cache.keys[0][:, 0, :, 0].round().long(), UNSEEN)
+        seen = cached.clone()
+        fresh = valid & cache.write_rows[:, None]
+        seen.scatter_(1, window, torch.where(valid, input_ids, seen.gather(1, window)))
+        own = [window[0][valid[0]].tolist()]
+        self.calls.append(Call(bsz, own[0], attend, write, cache.clock, cache.stamp.clone(),
+                               sorted(set(range(length)) - set(own[0]))))
+        for b in range(bsz):
+            for p in window[b][fresh[b]].tolist():
+                for layer in range(self.config.n_layers):
+                    cache.keys[layer][b, 0, p, 0] = float(seen[b, p])
+                    cache.values[layer][b, 0, p, 0] = float(seen[b, p])
+                cache.stamp[b, p] = cache.clock
+        queries = [window[b][logits_positions[b]].tolist() for b in range(bsz)]
+        return self._logits(seen, queries, attention_mask)
+
+    def _logits(self, seen: Tensor, queries: list[list[int]], attention_mask: Tensor | None) -> Tensor:
+        bsz, length = seen.shape
         prompt_len = length - self.gen_length
         real = torch.ones(bsz, length, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        query = pos if logits_positions is None else pos[logits_positions]
-        logits = torch.full((bsz, len(query), VOCAB), -1e9, dtype=torch.float64)
+        logits = torch.full((bsz, len(queries[0]), VOCAB), -1e9, dtype=torch.float64)
         for b in range(bsz):
             prompt = tuple(int(t) for t, r in zip(seen[b, :prompt_len].tolist(), real[b, :prompt_len].tolist()) if r)
             gen_seen = tuple(seen[b, prompt_len:].tolist())
-            for j, p in enumerate(query):
+            for j, p in enumerate(queries[b]):
                 if p < prompt_len:
                     logits[b, j] = 0.0  # prompt positions: uniform; schedulers never read them
                     continue

@@ -110,9 +110,10 @@ def test_padded_batch_equals_rows_one_by_one(model, name, params):
 
 
 @pytest.mark.parametrize(("name", "params"), [s for s in SETTINGS if s[1].get("threshold", 0.9) is not None and s[0] != "llada"])
-def test_batch_runs_only_rows_that_need_a_forward(model, name, params):
-    """Rows finish blocks at different steps; a finished row must not be run again (its compute
-    would be wasted), so the rows the model sees over all calls sum to the rows' own NFE."""
+def test_batch_runs_every_row_in_one_call_and_counts_only_rows_that_need_it(model, name, params):
+    """Rows finish blocks at different steps; the batch still runs as one model call per step over
+    every row (no gathered sub-batches: fixed shapes, no cache copies), and each row's NFE counts
+    only the calls it needed, so it is less than the batch's calls for the rows that finish early."""
     prompts = torch.cat([random_prompt(10, 30 + i) for i in range(4)])
     seen: list[int] = []
     hook = model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
@@ -122,8 +123,8 @@ def test_batch_runs_only_rows_that_need_a_forward(model, name, params):
         hook.remove()
     row_nfe = [t["nfe"] for t in out.traces]
     assert len(set(row_nfe)) > 1, "the rows should diverge for this test to mean anything"
-    assert len(seen) == out.batch_nfe
-    assert sum(seen) == sum(row_nfe) < out.batch_nfe * len(row_nfe)
+    assert len(seen) == out.batch_nfe and set(seen) == {4}
+    assert max(row_nfe) <= out.batch_nfe and min(row_nfe) < out.batch_nfe
 
 
 @pytest.mark.parametrize("name", ["llada", "fast_dllm"])

@@ -128,3 +128,51 @@ def test_gumbel_sampling_is_exact_in_distribution():
     tokens = propose(logits, torch.ones(1, 20000, dtype=torch.bool), temperature=1.0, generator=gen).tokens
     freq = torch.bincount(tokens[0], minlength=3).double() / 20000
     assert torch.allclose(freq, torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64), atol=0.015)
+
+
+# -- the vectorised rules equal the per-row loops they replaced (naive oracles, ties included) -------
+
+
+def naive_quota(confidence, k):
+    keep = torch.zeros(confidence.shape, dtype=torch.bool)
+    for row, kk in enumerate(k.tolist()):
+        if kk > 0:
+            keep[row, torch.topk(confidence[row], kk).indices] = True
+    return keep & (confidence != NEG)
+
+
+def naive_threshold(confidence, masked, threshold):
+    keep = torch.zeros(confidence.shape, dtype=torch.bool)
+    for row, n in enumerate(masked.sum(dim=1).tolist()):
+        if n:
+            values, index = torch.topk(confidence[row], n)
+            chosen = values >= threshold
+            chosen[0] = True
+            keep[row, index[chosen]] = True
+    return keep
+
+
+def naive_factor(confidence, masked, factor):
+    keep = torch.zeros(confidence.shape, dtype=torch.bool)
+    for row, n in enumerate(masked.sum(dim=1).tolist()):
+        if n:
+            values = torch.sort(confidence[row][masked[row]], descending=True).values.tolist()
+            keep[row, torch.topk(confidence[row], factor_count(values, factor)).indices] = True
+    return keep
+
+
+@pytest.mark.parametrize("levels", [4, 1000])  # 4: ties everywhere; 1000: few ties
+def test_vectorised_rules_equal_per_row_topk_loops(levels):
+    gen = torch.Generator().manual_seed(levels)
+    for trial in range(300):
+        rows, width = 1 + trial % 7, 1 + trial % 41
+        c = (torch.randint(1, levels + 1, (rows, width), generator=gen).double() / levels) ** 0.3
+        masked = torch.rand((rows, width), generator=gen) < 0.7
+        masked[0] = trial % 5 != 0  # sometimes a row with nothing masked, sometimes all masked
+        c = torch.where(masked, c, NEG)
+        k = torch.randint(0, width + 1, (rows,), generator=gen)
+        assert torch.equal(select_quota(c, k), naive_quota(c, k)), trial
+        for tau in (0.5, 0.9, 1.0):
+            assert torch.equal(select_threshold(c, masked, tau), naive_threshold(c, masked, tau)), (trial, tau)
+        for factor in (0.5, 1.0, 2.0):
+            assert torch.equal(select_factor(c, masked, factor), naive_factor(c, masked, factor)), (trial, factor)

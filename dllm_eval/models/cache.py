@@ -157,30 +157,33 @@ class KVCache:
 
         return merge
 
-    def select_rows(self, rows: Tensor) -> KVCache:
-        """A copy holding only `rows` (for stepping a subset of a batch whose rows diverged)."""
-        sub = object.__new__(KVCache)
-        sub.keys = [k.index_select(0, rows) for k in self.keys]
-        sub.values = [v.index_select(0, rows) for v in self.values]
-        sub.stamp = self.stamp.index_select(0, rows)
-        sub.tokens = self.tokens.index_select(0, rows)
-        sub.write_rows = self.write_rows.index_select(0, rows)
-        sub.clock, sub.clock_now, sub.length, sub.static = self.clock, self.clock_now.clone(), self.length, False
-        return sub
+    def rows_view(self, layer: int, window: Tensor, valid: Tensor, write: bool) -> LayerKV:
+        """`layer_view` for a per-row window (``attend="cache"``): row b's queries are at canvas
+        positions window[b] ([B, W], distinct per row) and see the whole cached canvas with its
+        `valid` entries replaced by their fresh KV; invalid entries (padding to a common W) are
+        neither seen nor written. With `write`, the valid entries of the rows in `write_rows` are
+        stored (others keep theirs, and then see their old KV)."""
+        keys, values = self.keys[layer], self.values[layer]
+        store = (valid & self.write_rows[:, None]) if write else valid
 
-    def scatter_rows(self, rows: Tensor, sub: KVCache, positions: Tensor | None = None) -> None:
-        """Write back a `select_rows` copy after it was stepped; `positions`: only those canvas
-        positions were written (e.g. a dual-cache block step), so only they are copied back."""
-        if positions is None:
-            for full, part in zip(self.keys + self.values, sub.keys + sub.values):
-                full.index_copy_(0, rows, part)
-            self.stamp.index_copy_(0, rows, sub.stamp)
-            self.tokens.index_copy_(0, rows, sub.tokens)
-            return
-        for full, part in zip(self.keys + self.values, sub.keys + sub.values):
-            full[rows[:, None], :, positions[None, :]] = part[:, :, positions].transpose(1, 2)
-        self.stamp[rows[:, None], positions[None, :]] = sub.stamp[:, positions]
-        self.tokens[rows[:, None], positions[None, :]] = sub.tokens[:, positions]
+        def merge(k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+            index = window[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+            out = []
+            for full, fresh in ((keys, k), (values, v)):
+                target = full if write else full.clone()
+                kept = target.gather(2, index)
+                target.scatter_(2, index, torch.where(store[:, None, :, None], fresh, kept))
+                out.append(target)
+            return out[0], out[1]
+
+        return merge
+
+    def mark_written_rows(self, window: Tensor, valid: Tensor, tokens: Tensor | None = None) -> None:
+        """`mark_written` for a per-row window [B, W]: only valid entries of rows in `write_rows`."""
+        store = valid & self.write_rows[:, None]
+        self.stamp.scatter_(1, window, torch.where(store, self.clock_now, self.stamp.gather(1, window)))
+        if tokens is not None:
+            self.tokens.scatter_(1, window, torch.where(store, tokens, self.tokens.gather(1, window)))
 
     def mark_written(self, positions: Tensor, tokens: Tensor | None = None) -> None:
         """Stamp `positions` with the current clock for the rows in `write_rows`; `tokens`
@@ -197,7 +200,8 @@ class KVCache:
         return self.clock
 
 
-__all__ = ["ExtraQueries", "KVCache", "LayerKV", "Window", "canvas_positions", "capturing", "resolve_window"]
+__all__ = ["ExtraQueries", "KVCache", "LayerKV", "Window", "canvas_positions", "capturing", "per_row_inputs",
+           "resolve_window", "take_positions"]
 
 def capturing(device: torch.device) -> bool:
     """Whether a CUDA graph is being captured on `device`'s current stream (checks that read the
@@ -241,3 +245,28 @@ def canvas_positions(attention_mask: Tensor | None, window: Tensor, attend: str,
     else:
         visible = key_valid
     return canvas_pos, key_valid, visible
+
+
+def per_row_inputs(window: Tensor, window_valid: Tensor | None, attention_mask: Tensor | None, cache: KVCache | None,
+                   attend: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    """What a family's forward needs for a per-row window ([B, W] canvas positions, distinct and
+    increasing per row, `window_valid` [B, W] marking the real entries; padding entries are run
+    but neither seen nor written): (valid, canvas_pos [B, L], attention mask or None). Per-row
+    windows attend to the whole cached canvas (``attend="cache"``), so rows whose windows
+    diverge (some a full forward, some a block, some a tiered refresh) share one call."""
+    if cache is None or attend != "cache":
+        raise ValueError("a per-row window ([B, W]) needs a KVCache and attend='cache'")
+    valid = torch.ones_like(window, dtype=torch.bool) if window_valid is None else window_valid.bool()
+    batch = window.shape[0]
+    canvas_pos, _, visible = canvas_positions(attention_mask, window[0], "cache", cache.length, batch, window.device)
+    return valid, canvas_pos, None if visible is None else visible[:, None, None, :]
+
+
+def take_positions(x: Tensor, logits_positions: slice | Tensor | None) -> Tensor:
+    """The window entries [B, W, ...] whose logits are wanted: a slice (every row alike), or a
+    [B, K] tensor of entries per row (per-row windows), or all (None)."""
+    if logits_positions is None:
+        return x
+    if isinstance(logits_positions, slice):
+        return x[:, logits_positions]
+    return x.gather(1, logits_positions[:, :, None].expand(-1, -1, x.shape[2]))

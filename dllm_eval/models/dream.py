@@ -64,7 +64,9 @@ from dllm_eval.models.cache import (
     Window,
     canvas_positions,
     capturing,
+    per_row_inputs,
     resolve_window,
+    take_positions,
 )
 from dllm_eval.models.checkpoint_io import (
     ConfigDict,
@@ -336,12 +338,16 @@ class DreamModel(nn.Module):
     Args of `forward`:
         input_ids: [B, W] tokens of the window.
         window: positions of the window in the canvas, a 1-D increasing LongTensor; defaults to
-            ``arange(W)`` (the window is the whole canvas). Other windows need a cache.
+            ``arange(W)`` (the window is the whole canvas). Other windows need a cache. Or per
+            row, [B, W] (``attend="cache"``, ``align="exact"``): each row's own positions, for
+            rows whose windows diverge, with `window_valid` [B, W] marking the real entries
+            (padding to a common W is run but neither seen by other queries nor written).
         attention_mask: [B, L] 1 for real tokens, 0 for left padding, over the whole canvas
             (or the window, when there is no cache). None means no padding.
         cache, attend, write: see `KVCache`. A write also records the window's tokens in
             `cache.tokens` (``align="exact"`` reads the token before the window from there).
-        logits_positions: optional slice of the window for which to compute logits.
+        logits_positions: optional slice of the window for which to compute logits, or [B, K]
+            window entries per row.
         align: ``"exact"`` or ``"fastdllm"``; see the module docstring.
         extra: `ExtraQueries` appended to a full forward without a cache; their logits follow
             the window's (``logits[:, -E:]``). Extra j is scored, like a canvas slot, from the
@@ -368,14 +374,20 @@ class DreamModel(nn.Module):
         input_ids: Tensor,
         *,
         window: Window | None = None,
+        window_valid: Tensor | None = None,
         attention_mask: Tensor | None = None,
         cache: KVCache | None = None,
         attend: str = "window",
         write: bool = False,
-        logits_positions: slice | None = None,
+        logits_positions: slice | Tensor | None = None,
         align: str = "exact",
         extra: ExtraQueries | None = None,
     ) -> Tensor:
+        if isinstance(window, Tensor) and window.dim() == 2:
+            if align != "exact":
+                raise ValueError("a per-row window ([B, W]) is scored with align='exact' only")
+            return self._forward_per_row(input_ids, window, window_valid, attention_mask, cache, attend, write,
+                                      logits_positions)
         bsz, width = input_ids.shape
         device = input_ids.device
         if attend not in ("window", "prefix", "cache"):
@@ -460,6 +472,46 @@ class DreamModel(nn.Module):
         if extra is not None:
             x = torch.cat((x, x_extra), dim=1)
         return self.lm_head(self.model.norm(x))
+
+    def _forward_per_row(self, input_ids: Tensor, window: Tensor, window_valid: Tensor | None,
+                      attention_mask: Tensor | None, cache: KVCache | None, attend: str, write: bool,
+                      logits_positions: slice | Tensor | None) -> Tensor:
+        """`forward` for a per-row window [B, W], ``align="exact"``: as for a 1-D window, each
+        valid slot is scored from the hidden state one position earlier, which is its own row's
+        slot there if that position is in the row's window, else a read-only extra query carrying
+        the cached token there. Rows have different numbers of extras; padding extras (at
+        position 0) are run and ignored. Slot 0 scores itself (nothing precedes it)."""
+        valid, canvas_pos, attn_mask = per_row_inputs(window, window_valid, attention_mask, cache, attend)
+        bsz, width = window.shape
+        length, device = cache.length, window.device
+        prev = (window - 1).clamp(min=0)
+        rows = torch.arange(bsz, device=device)[:, None]
+        in_window = torch.zeros(bsz, length + 1, dtype=torch.bool, device=device)
+        in_window[rows, torch.where(valid, window, length)] = True  # column `length`: a bin for padding
+        need = valid & (window > 0) & ~in_window.gather(1, prev)
+        n_extra = int(need.sum(dim=1).max())  # a shape: read on the host (per-row windows are not captured)
+        extras = torch.where(need, prev, length).sort(dim=1).values[:, :n_extra]  # increasing; `length` pads
+        extra_ok = extras < length
+        extras = torch.where(extra_ok, extras, 0)
+        extra_ids = cache.tokens.gather(1, extras)
+        if bool((extra_ids[extra_ok] < 0).any()):
+            raise ValueError("align='exact' needs the tokens just before the window's slots from the cache, but they "
+                             "were never written: fill the cache with a full forward (write=True) first")
+        # where each position's state is: the row's window slot there, else its extra there
+        state_at = torch.zeros(bsz, length + 1, dtype=torch.long, device=device)
+        state_at[rows, torch.where(extra_ok, extras, length)] = torch.arange(n_extra, device=device)
+        state_at[rows, torch.where(valid, window, length)] = n_extra + torch.arange(width, device=device)
+        source = torch.where(window > 0, state_at.gather(1, prev), n_extra + torch.arange(width, device=device))
+
+        q_pos = canvas_pos.gather(1, torch.cat((extras, window), dim=1))
+        cos_sin = rope_cos_sin(q_pos, self.config.head_dim, self.config.rope_theta, self.dtype)
+        x = self.model.embed_tokens(torch.cat((extra_ids.clamp(min=0), input_ids), dim=1))
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos_sin, attn_mask, cache.rows_view(i, window, valid, write), n_extra)
+        if write:
+            cache.mark_written_rows(window, valid, input_ids)
+        x = x.gather(1, source[:, :, None].expand(-1, -1, x.shape[2]))  # the shift
+        return self.lm_head(self.model.norm(take_positions(x, logits_positions)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,7 +34,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dllm_eval.errors import UserError
-from dllm_eval.models.cache import ExtraQueries, KVCache, LayerKV, Window, canvas_positions, resolve_window
+from dllm_eval.models.cache import (
+    ExtraQueries,
+    KVCache,
+    LayerKV,
+    Window,
+    canvas_positions,
+    per_row_inputs,
+    resolve_window,
+    take_positions,
+)
 from dllm_eval.models.checkpoint_io import (
     ConfigDict,
     default_dtype,
@@ -297,12 +306,16 @@ class LLaDAModelLM(nn.Module):
         input_ids: [B, W] tokens of the window.
         window: positions of the window in the canvas: a 1-D LongTensor (contiguous or not,
             increasing) or, for a contiguous window, a `range` (known on the host: no device
-            read, so the step can be captured as a CUDA graph); defaults to the whole canvas.
+            read, so the step can be captured as a CUDA graph); defaults to the whole canvas. Or
+            per row, [B, W] (``attend="cache"`` only): each row's own positions, for rows whose
+            windows diverge, with `window_valid` [B, W] marking the real entries (padding to a
+            common W is run but neither seen by other queries nor written).
         attention_mask: [B, L] 1 for real tokens, 0 for left padding, over the whole canvas
             (or the window, when there is no cache). None means no padding.
         cache, attend, write: see `KVCache`.
         logits_positions: optional slice of the window for which to compute logits
-            (the LM head over a 126k vocabulary is the largest matmul; skip what is not used).
+            (the LM head over a 126k vocabulary is the largest matmul; skip what is not used),
+            or [B, K] window entries per row.
         extra: `ExtraQueries` appended to a full forward without a cache; their logits follow
             the window's (``logits[:, -E:]``).
     """
@@ -325,13 +338,17 @@ class LLaDAModelLM(nn.Module):
         input_ids: Tensor,
         *,
         window: Window | None = None,
+        window_valid: Tensor | None = None,
         attention_mask: Tensor | None = None,
         cache: KVCache | None = None,
         attend: str = "window",
         write: bool = False,
-        logits_positions: slice | None = None,
+        logits_positions: slice | Tensor | None = None,
         extra: ExtraQueries | None = None,
     ) -> Tensor:
+        if isinstance(window, Tensor) and window.dim() == 2:
+            return self._forward_per_row(input_ids, window, window_valid, attention_mask, cache, attend, write,
+                                      logits_positions)
         bsz, width = input_ids.shape
         device = input_ids.device
         window, span = resolve_window(window, width, device)
@@ -369,6 +386,20 @@ class LLaDAModelLM(nn.Module):
         if extra is not None:
             x = torch.cat((x, x_extra), dim=1)
         return tr.ff_out(tr.ln_f(x))
+
+    def _forward_per_row(self, input_ids: Tensor, window: Tensor, window_valid: Tensor | None,
+                      attention_mask: Tensor | None, cache: KVCache | None, attend: str, write: bool,
+                      logits_positions: slice | Tensor | None) -> Tensor:
+        """`forward` for a per-row window [B, W] (see the class docstring)."""
+        valid, canvas_pos, attn_mask = per_row_inputs(window, window_valid, attention_mask, cache, attend)
+        cos_sin = rope_cos_sin(canvas_pos.gather(1, window), self.config.head_dim, self.config.rope_theta)
+        tr = self.model.transformer
+        x = tr.wte(input_ids)
+        for i, block in enumerate(tr.blocks):
+            x = block(x, cos_sin, attn_mask, cache.rows_view(i, window, valid, write))
+        if write:
+            cache.mark_written_rows(window, valid)
+        return tr.ff_out(tr.ln_f(take_positions(x, logits_positions)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -89,9 +89,10 @@ and ``block_sizes``, ``tau_final``, ``tau_range``, ``refreshed_positions`` per t
 ``cache_hit_rate``: over the row's forwards, the fraction of attended KV positions (real,
 non-padding canvas positions) served from the cache rather than recomputed in that forward.
 
-Batching: every row has its own blocks, tau and tiers; a step groups rows whose window and block
-coincide into one call, each group with its own slice of the cache (see `blocks.forward_rows`), so a
-batched row decodes exactly as it would alone, and its NFE counts only its own calls.
+Batching: every row has its own blocks, tau and tiers; every step is one model call for the whole
+batch, each row with its own window (per-row windows when rows diverge, `BlockRunner.forward_each`),
+so a batched row decodes exactly as it would alone, its NFE counts only its own steps, and the
+batch takes as many calls as its slowest row.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ from dllm_eval.schedulers.base import (
     DecodeState,
     select_threshold,
 )
-from dllm_eval.schedulers.blocks import BlockRunner
+from dllm_eval.schedulers.blocks import BlockRunner, RowStep
 from dllm_eval.schedulers.registry import Scheduler, register, register_variant
 
 Span = tuple[int, int]
@@ -257,15 +258,8 @@ class Adaptive(Scheduler):
         for ctl in rows:
             ctl.tau_seen.append(ctl.tau)
             self._skip_finished(state, ctl)
-        while True:
-            groups: dict[Plan, list[RowControl]] = {}
-            for ctl in rows:
-                if not ctl.done:
-                    groups.setdefault(self._plan(state, ctl), []).append(ctl)
-            if not groups:
-                break
-            for plan, members in groups.items():
-                self._run(runner, plan, members)
+        while live := [ctl for ctl in rows if not ctl.done]:
+            self._step(runner, rows, {ctl.row: self._plan(state, ctl) for ctl in live})
         for ctl in rows:
             n = len(ctl.sizes)
             state.trace.metrics[ctl.row].update(
@@ -344,35 +338,33 @@ class Adaptive(Scheduler):
         ctl.stable.extend(ctl.promote)
         ctl.promote.clear()
 
-    # -- one step for one group of rows ---------------------------------------------------------
-    def _run(self, runner: BlockRunner, plan: Plan, members: list[RowControl]) -> None:
+    # -- one step of every row that is not done, in one model call -----------------------------
+    def _step(self, runner: BlockRunner, rows: list[RowControl], plans: dict[int, Plan]) -> None:
         p, state = self.params, runner.state
-        device = state.canvas.device
-        idx = torch.tensor([c.row for c in members], device=device)
-        active = torch.zeros(state.batch, dtype=torch.bool, device=device)
-        active[idx] = True
-        start, end = plan.start, plan.end
-        window = None if plan.window is None else torch.tensor(plan.window, device=device)
-        logits = runner.forward(active, start, end, first=plan.window is None, window=window)
-        for ctl in members:
-            self._note_refreshes(state, ctl, plan)
+        live = [ctl for ctl in rows if ctl.row in plans]
+        logits, spans = runner.forward_each([RowStep(plan.window, plan.start, plan.end) if (plan := plans.get(r))
+                                             else None for r in range(state.batch)])
+        for ctl in live:
+            self._note_refreshes(state, ctl, plans[ctl.row])
             ctl.started = ctl.any_forward = True
             ctl.steps_in_block += 1
 
-        masked = state.masked(start, end)
-        proposal = runner.propose(logits, active, start, end)
-        entropy = mean_entropy(logits, masked[idx]).tolist() if p.enable_adaptive_threshold else None
-        keep = torch.zeros_like(masked)
-        for i, ctl in enumerate(members):
-            if entropy is not None:
-                self._adapt_tau(state, ctl, entropy[i])
-            r = ctl.row
-            keep[r] = select_threshold(proposal.confidence[r:r + 1], masked[r:r + 1], ctl.tau)[0]
-        runner.commit(plan.block, start, keep, proposal)
-        conf = proposal.confidence.double()
-        for ctl in members:
-            ctl.recent.append(float(conf[ctl.row][keep[ctl.row]].mean()))
-            if not bool(state.incomplete(start, end)[ctl.row]):
+        masked = state.masked_at(spans.positions, spans.inside)
+        proposal = runner.propose_each(logits, spans)
+        if p.enable_adaptive_threshold:
+            entropy = mean_entropy(logits, masked).tolist()
+            for ctl in live:
+                self._adapt_tau(state, ctl, entropy[ctl.row])
+        tau = torch.tensor([[ctl.tau] for ctl in rows], dtype=torch.float64, device=masked.device)
+        keep = select_threshold(proposal.confidence, masked, tau, spans.widths) & spans.active[:, None]
+        blocks = torch.tensor([plans[ctl.row].block if ctl.row in plans else -1 for ctl in rows], device=masked.device)
+        runner.commit_each(blocks, spans, keep, proposal)
+        conf = torch.where(keep, proposal.confidence.double(), 0.0)
+        recent = (conf.sum(dim=1) / keep.sum(dim=1).clamp(min=1)).tolist()  # mean commit confidence
+        left = state.masked_at(spans.positions, spans.inside).any(dim=1).tolist()
+        for ctl in live:
+            ctl.recent.append(recent[ctl.row])
+            if not left[ctl.row]:
                 self._finish_block(state, ctl)
                 self._skip_finished(state, ctl)
 

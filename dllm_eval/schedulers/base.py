@@ -101,12 +101,17 @@ def propose(
     confidence_eos_eot_inf: str = "off",
     mask_id: int | None = None,
     rows: Tensor | None = None,
+    active: Tensor | None = None,
 ) -> Proposal:
     """Token proposals and confidences for a window.
 
-    - `rows`: the logits are for these batch rows only (indices, as `forward_rows` ran them);
-      `masked` is still the whole batch's, and so is the returned proposal, with confidence
-      -inf in the other rows, so that every `select_*` rule skips them.
+    - `rows`: the logits are for these batch rows only (indices); `masked` is still the whole
+      batch's, and so is the returned proposal, with confidence -inf in the other rows, so that
+      every `select_*` rule skips them.
+    - `active` [B] bool: the logits are the whole batch's, but only these rows needed the step
+      (the others ran along in the same model call); the others get confidence -inf. Greedy
+      low-confidence proposals need no host sync; with sampling the active rows alone draw
+      noise (as if they had run alone), which needs their indices (`rows`).
     - `generator`: one for the batch, or a sequence with one per batch row; then each row draws
       from its own, and only while it has masks in the window (see `_uniform`).
 
@@ -118,6 +123,15 @@ def propose(
     - `softmax_dtype`: "model" keeps the logits' dtype (bf16 on GPU, as LLaDA's generate since
       June 2025, which makes ties frequent); "float64" as Fast-dLLM.
     """
+    if active is not None:
+        options = dict(temperature=temperature, remasking=remasking, softmax_dtype=softmax_dtype, generator=generator,
+                       eos_id=eos_id, eot_id=eot_id, logits_eos_inf=logits_eos_inf,
+                       confidence_eos_eot_inf=confidence_eos_eot_inf, mask_id=mask_id)
+        if temperature == 0 and remasking == "low_confidence":
+            out = propose(logits, masked & active[:, None], **options)
+            return Proposal(tokens=torch.where(active[:, None], out.tokens, 0), confidence=out.confidence)
+        index = active.nonzero().flatten()
+        return propose(logits.index_select(0, index), masked, rows=index, **options)
     if logits_eos_inf:
         if eos_id is None:
             raise ValueError("logits_eos_inf needs eos_id")
@@ -168,30 +182,66 @@ def num_transfer_tokens(masked: Tensor, steps: int) -> Tensor:
     return base + (torch.arange(steps, device=masked.device)[None, :] < rem).long()
 
 
-def select_quota(confidence: Tensor, k: Tensor) -> Tensor:
-    """Keep the k[b] most confident positions of each row (torch.topk, as LLaDA, for equal ties).
+def _own(confidence: Tensor, row: int, widths: Tensor | None) -> Tensor:
+    """Row `row` of `confidence`, cut to its own `widths[row]` entries when rows share a padded
+    frame: which of several tied values torch.topk returns depends on the vector's length."""
+    return confidence[row] if widths is None else confidence[row, :int(widths[row])]
+
+
+def _topk_keep(confidence: Tensor, k: Tensor, widths: Tensor | None = None) -> Tensor:
+    """[B, W] bool: the k[b] positions torch.topk(confidence[b], k[b]) returns, for every row
+    (over its first widths[b] entries, if given: the rest is padding).
+
+    Vectorised, and equal to per-row topk: a row keeps every position above its k-th largest
+    value and, when the positions tied at that value fit exactly, all of them. Only a row whose
+    tie straddles the k-th place (which of the tied positions topk returns is its own
+    implementation detail) is handed to torch.topk itself, after a check that needs the host.
+    """
+    width = confidence.shape[1]
+    k = k.clamp(min=0, max=width)
+    ordered = confidence.sort(dim=1, descending=True).values
+    kth = ordered.gather(1, (k - 1).clamp(min=0)[:, None])  # [B, 1] the k-th largest value
+    above = confidence > kth
+    at = confidence == kth
+    keep = (above | at) & (k > 0)[:, None]
+    straddles = (k > 0) & (at.sum(dim=1) > k - above.sum(dim=1)) & (kth[:, 0] != NEG_INF)
+    if bool(straddles.any()):  # a decision: only such rows need topk's own tie order
+        for row in straddles.nonzero().flatten().tolist():
+            keep[row] = False
+            keep[row, torch.topk(_own(confidence, row, widths), int(k[row])).indices] = True
+    return keep
+
+
+def select_quota(confidence: Tensor, k: Tensor, widths: Tensor | None = None) -> Tensor:
+    """Keep the k[b] most confident positions of each row (torch.topk, as LLaDA, for equal ties;
+    `widths`: each row's own length in a padded frame, see `_own`).
 
     Positions with confidence -inf (not masked) are never kept, even if k exceeds the masks left.
     """
-    keep = torch.zeros(confidence.shape, dtype=torch.bool, device=confidence.device)
-    for row, kk in enumerate(k.tolist()):
-        if kk > 0:
-            keep[row, torch.topk(confidence[row], kk).indices] = True
-    return keep & (confidence != NEG_INF)
+    return _topk_keep(confidence, k, widths) & (confidence != NEG_INF)
 
 
-def select_threshold(confidence: Tensor, masked: Tensor, threshold: float) -> Tensor:
+def select_threshold(confidence: Tensor, masked: Tensor, threshold: float | Tensor,
+                     widths: Tensor | None = None) -> Tensor:
     """Fast-dLLM's threshold rule: every masked position with confidence >= tau, plus always the
     single most confident one (so a step never commits nothing). Order of ties at the maximum
-    follows torch.topk over the masked positions, as the June-2025 code."""
-    keep = torch.zeros(confidence.shape, dtype=torch.bool, device=confidence.device)
-    for row, n in enumerate(masked.sum(dim=1).tolist()):
-        if n == 0:
-            continue
-        values, index = torch.topk(confidence[row], n)
-        chosen = values >= threshold
-        chosen[0] = True
-        keep[row, index[chosen]] = True
+    follows torch.topk over the masked positions, as the June-2025 code. `threshold` may be a
+    [B, 1] tensor, one tau per row; `widths`: each row's own length in a padded frame (`_own`).
+
+    Vectorised: the positions >= tau are all among topk's n (= masks left) picks, and the forced
+    one is topk's first, i.e. the argmax, unless no position passes and the maximum is tied; only
+    such rows ask torch.topk (a host check, a decision)."""
+    n = masked.sum(dim=1)
+    keep = (confidence >= threshold) & (n > 0)[:, None]
+    best = confidence.amax(dim=1, keepdim=True)
+    forced = torch.zeros_like(keep).scatter_(1, confidence.argmax(dim=1, keepdim=True), True)
+    none = (n > 0) & ~keep.any(dim=1)
+    keep |= forced & none[:, None]
+    tied = none & ((confidence == best).sum(dim=1) > 1)
+    if bool(tied.any()):
+        for row in tied.nonzero().flatten().tolist():
+            keep[row] = False
+            keep[row, torch.topk(_own(confidence, row, widths), int(n[row])).indices[0]] = True
     return keep
 
 
@@ -214,16 +264,21 @@ def factor_count(sorted_confidence: list[float], factor: float) -> int:
     return top_i
 
 
+def factor_counts(confidence: Tensor, masked: Tensor, factor: float) -> Tensor:
+    """[B] `factor_count` of every row at once (its masked confidences, sorted descending)."""
+    n = masked.sum(dim=1)
+    values = torch.where(masked, confidence.double(), NEG_INF).sort(dim=1, descending=True).values
+    i = torch.arange(values.shape[1], device=values.device)
+    threshold = torch.where(i == 0, -1.0, 1.0 - factor / (i + 2).double())
+    fail = (values < threshold) & (i[None, :] < n[:, None])
+    stop = torch.where(fail.any(dim=1), fail.long().argmax(dim=1), n - 1)  # the scan's last index
+    count = stop + ((stop == 0) | (stop == n - 1)).long()
+    return torch.where(n > 0, count, 0)
+
+
 def select_factor(confidence: Tensor, masked: Tensor, factor: float) -> Tensor:
     """Fast-dLLM's factor rule (`get_transfer_index_dynamic`), per row; see `factor_count`."""
-    keep = torch.zeros(confidence.shape, dtype=torch.bool, device=confidence.device)
-    for row, n in enumerate(masked.sum(dim=1).tolist()):
-        if n == 0:
-            continue
-        values = torch.sort(confidence[row][masked[row]], descending=True).values.tolist()
-        k = factor_count(values, factor)
-        keep[row, torch.topk(confidence[row], k).indices] = True
-    return keep
+    return _topk_keep(confidence, factor_counts(confidence, masked, factor))
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,7 +294,7 @@ class Trace:
         self.device = device
         self.batch_nfe = 0
         self.row_nfe = torch.zeros(batch, dtype=torch.long, device=device)
-        self._steps: list[tuple[int, Tensor, Tensor, Tensor, Tensor]] = []
+        self._steps: list[tuple[int | Tensor, Tensor, Tensor, Tensor, Tensor]] = []
         self.events: list[list[dict[str, Any]]] = [[] for _ in range(batch)]
         self.metrics: list[dict[str, Any]] = [{} for _ in range(batch)]
 
@@ -248,8 +303,9 @@ class Trace:
         self.batch_nfe += 1
         self.row_nfe += 1 if active is None else active.long()
 
-    def step(self, block: int, transfer: Tensor, confidence: Tensor) -> None:
-        """Summarise one commit: how many tokens each row committed and with what confidence."""
+    def step(self, block: int | Tensor, transfer: Tensor, confidence: Tensor) -> None:
+        """Summarise one commit: how many tokens each row committed and with what confidence
+        (`block`: the block index, or [B] one per row)."""
         conf = torch.where(transfer, confidence.double(), torch.full_like(confidence, float("nan"), dtype=torch.float64))
         count = transfer.sum(dim=1)
         self._steps.append((block, count, conf.nan_to_num(float("inf")).amin(dim=1),
@@ -267,9 +323,10 @@ class Trace:
         out = [{"nfe": int(n), "steps": [], "events": self.events[r], "metrics": self.metrics[r]}
                for r, n in enumerate(self.row_nfe.tolist())]
         for block, count, cmin, cmean, cmax in self._steps:
+            blocks = [block] * self.batch if isinstance(block, int) else block.tolist()
             for r, (c, lo, mid, hi) in enumerate(zip(count.tolist(), cmin.tolist(), cmean.tolist(), cmax.tolist())):
                 if c:
-                    out[r]["steps"].append({"block": block, "committed": c, "conf_min": round(lo, 6),
+                    out[r]["steps"].append({"block": blocks[r], "committed": c, "conf_min": round(lo, 6),
                                             "conf_mean": round(mid, 6), "conf_max": round(hi, 6)})
         return out
 
@@ -277,6 +334,22 @@ class Trace:
 # --------------------------------------------------------------------------------------------
 # commit: the decode state
 # --------------------------------------------------------------------------------------------
+
+
+def _gather_padded(target: Tensor, positions: Tensor) -> Tensor:
+    """target.gather(1, positions) where positions may run up to W past the end (reads 0 there):
+    per-row windows of one width W overhang the canvas when a row's block is shorter."""
+    pad = target.new_zeros(target.shape[0], positions.shape[1])
+    return torch.cat((target, pad), dim=1).gather(1, positions)
+
+
+def _put_padded(target: Tensor, positions: Tensor, values: Tensor, where: Tensor) -> None:
+    """target[b, positions[b, j]] = values[b, j] where `where`, in place; positions distinct per
+    row and possibly past the end (as `_gather_padded`). No host sync, unlike boolean indexing."""
+    n = target.shape[1]
+    ext = torch.cat((target, target.new_zeros(target.shape[0], positions.shape[1])), dim=1)
+    ext.scatter_(1, positions, torch.where(where, values.to(target.dtype), ext.gather(1, positions)))
+    target.copy_(ext[:, :n])
 
 
 @dataclass
@@ -335,17 +408,36 @@ class DecodeState:
         """[B] rows that still have masks in [start, end)."""
         return self.masked(start, end).any(dim=1)
 
+    def masked_at(self, positions: Tensor, inside: Tensor) -> Tensor:
+        """[B, W] masks at per-row canvas `positions` [B, W] (past the canvas's end allowed),
+        False where not `inside`."""
+        return (_gather_padded(self.canvas, positions) == self.mask_id) & inside
+
     # -- commit / remask -------------------------------------------------------------------
+    def commit_at(self, positions: Tensor, transfer: Tensor, proposal: Proposal, block: Tensor) -> Tensor:
+        """`commit` for per-row windows: row b's entry j is canvas position positions[b, j]
+        (generated positions, distinct within a row, possibly past the canvas's end where
+        `transfer` is False); `block`
+        [B] each row's block index, for the trace. Returns the count per row."""
+        gen = positions - self.prompt_len
+        _put_padded(self.canvas, positions, proposal.tokens, transfer)
+        _put_padded(self.commit_conf, gen, proposal.confidence.double(), transfer)
+        _put_padded(self.commit_step, gen, torch.full_like(gen, self.step_counter), transfer)
+        self.trace.step(block, transfer, proposal.confidence)
+        self.step_counter += 1
+        return transfer.sum(dim=1)
+
     def commit(self, start: int, transfer: Tensor, proposal: Proposal, block: int = -1) -> Tensor:
         """Write the selected proposals of the window starting at `start`; returns the count per row."""
         width = transfer.shape[1]
         window = self.canvas[:, start:start + width]
-        window[transfer] = proposal.tokens[transfer]
+        window.copy_(torch.where(transfer, proposal.tokens, window))  # no boolean indexing: no host sync
         gen_lo = start - self.prompt_len
         if gen_lo >= 0:
             conf = self.commit_conf[:, gen_lo:gen_lo + width]
-            conf[transfer] = proposal.confidence[transfer].double()
-            self.commit_step[:, gen_lo:gen_lo + width][transfer] = self.step_counter
+            conf.copy_(torch.where(transfer, proposal.confidence.double(), conf))
+            steps = self.commit_step[:, gen_lo:gen_lo + width]
+            steps.copy_(torch.where(transfer, self.step_counter, steps))
         self.trace.step(block, transfer, proposal.confidence)
         self.step_counter += 1
         return transfer.sum(dim=1)

@@ -8,20 +8,25 @@ cache, the per-row forward accounting (`Trace.forward`) and the cache-hit statis
 scheduler only says which proposals to keep at each step (`BlockRunner.run`'s `select`), or, for
 a window the loop does not know (a tiered refresh), calls `BlockRunner.forward` itself.
 
-Every forward runs only the rows that need it (`forward_rows`): in a batch, rows finish blocks
-at different steps, and running just the rows that still need a forward makes the batch cost
-the sum of its rows' work, with each row seeing exactly what it would see decoded alone.
+Every forward runs the whole batch in one model call, whatever the rows need: in a batch, rows
+finish blocks at different steps, and a row that does not need a step runs along with its outputs
+discarded and its cache writes switched off (`KVCache.write_rows`), so its cache, stamps and
+tokens stay exactly as they were. Each row thus sees exactly what it would see decoded alone, the
+batch costs one call per step (no copies of cache rows, fixed shapes for CUDA graphs), and the
+trace still counts only the rows that needed the step (`Trace.forward(active)`), so per-row NFE
+is the NFE the row has at batch 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from dllm_eval.models.cache import KVCache, Window
-from dllm_eval.schedulers.base import DecodeState, Proposal, propose
+from dllm_eval.schedulers.base import DecodeState, Proposal, propose, select_quota, select_threshold
 
 CACHE_MODES = ("none", "prefix", "dual")
 
@@ -36,61 +41,142 @@ def window_index(window: Window) -> slice | Tensor:
     return slice(window.start, window.stop) if isinstance(window, range) else window
 
 
-def window_tensor(window: Window, device: torch.device) -> Tensor:
-    return torch.arange(window.start, window.stop, device=device) if isinstance(window, range) else window
-
-
-def forward_rows(model, state: DecodeState, cache: KVCache | None, rows: Tensor, window: Tensor | None,
-                 attend: str, logits_slice: slice, write: bool = True, **model_kwargs) -> Tensor:
-    """One forward for a subset of rows (indices `rows`); logits [len(rows), ...].
+def forward_batch(model, state: DecodeState, cache: KVCache | None, active: Tensor, window: Window | None,
+                  attend: str, logits_slice: slice, write: bool = True, **model_kwargs) -> Tensor:
+    """One forward for the whole batch; only the `active` rows ([B] bool) write the cache.
 
     `window=None` is a full forward over the canvas (``attend="window"``), filling the cache
-    when there is one. When `rows` is not the whole batch, the rows' canvas, padding mask and
-    cache slices are gathered, the call runs on them alone, and their cache (and stamps) are
-    scattered back, so the other rows' caches are untouched. The cache clock ticks once per
-    call, so `cache.stamp` tells which call wrote each position.
+    when there is one; a contiguous window is best a `range` (the model then needs no device
+    read to know its layout, so the step can be captured as a CUDA graph). Logits are [B, ...]
+    for every row; those of inactive rows are to be ignored. The cache clock ticks once per call, so `cache.stamp` tells which call wrote each
+    position. `write_rows` is set in place (CUDA graphs capture its address) and reset to all
+    rows after the call, for callers that do not set it.
     """
-    everyone = rows.numel() == state.batch
-    canvas = state.canvas if everyone else state.canvas.index_select(0, rows)
-    mask = state.attention_mask
-    if mask is not None and not everyone:
-        mask = mask.index_select(0, rows)
-    ids = canvas if window is None else canvas[:, window_index(window)]
+    ids = state.canvas if window is None else state.canvas[:, window_index(window)]
     if cache is None:
-        return model(ids, attention_mask=mask, logits_positions=logits_slice, **model_kwargs)
+        return model(ids, attention_mask=state.attention_mask, logits_positions=logits_slice, **model_kwargs)
     cache.tick()
-    sub = cache if everyone else cache.select_rows(rows)
-    logits = model(ids, window=window, attention_mask=mask, cache=sub, attend=attend, write=write,
-                   logits_positions=logits_slice, **model_kwargs)
-    if write and not everyone:
-        cache.scatter_rows(rows, sub, positions=None if window is None else window_tensor(window, canvas.device))
-    return logits
+    if write:
+        cache.write_rows.copy_(active)
+    try:
+        return model(ids, window=window, attention_mask=state.attention_mask, cache=cache, attend=attend, write=write,
+                     logits_positions=logits_slice, **model_kwargs)
+    finally:
+        if write:
+            cache.write_rows.fill_(True)
 
 
 class CacheStats:
     """Per-row KV accounting for `cache_hit_rate`: over a row's forwards, the fraction of attended
     KV positions (real, non-padding canvas positions) served from the cache rather than
-    recomputed; a full forward serves none, a block-window dual-cache step all but the block."""
+    recomputed; a full forward serves none, a block-window dual-cache step all but the block.
+    Kept on the decode's device as tensors, so recording a step needs no host sync."""
 
     def __init__(self, state: DecodeState) -> None:
-        mask = state.attention_mask
-        self.mask = None if mask is None else mask.bool().cpu()
-        self.real = (torch.full((state.batch,), state.length, dtype=torch.long) if mask is None
-                     else mask.sum(dim=1).long().cpu())
-        self.attended = torch.zeros(state.batch, dtype=torch.long)
-        self.served = torch.zeros(state.batch, dtype=torch.long)
+        mask, device = state.attention_mask, state.canvas.device
+        self.mask = None if mask is None else mask.bool()
+        self.real = (torch.full((state.batch,), state.length, dtype=torch.long, device=device) if mask is None
+                     else mask.sum(dim=1).long())
+        self.attended = torch.zeros(state.batch, dtype=torch.long, device=device)
+        self.served = torch.zeros(state.batch, dtype=torch.long, device=device)
 
-    def record(self, rows: Sequence[int] | Tensor, window: Window | None) -> None:
-        """A call for `rows` over canvas positions `window`; None means a full forward (nothing
-        served). Padding positions in a window are neither attended nor recomputed for a row."""
-        for r in (rows.tolist() if isinstance(rows, Tensor) else rows):
-            self.attended[r] += self.real[r]
-            if window is not None:
-                fresh = len(window) if self.mask is None else int(self.mask[r, window_index(window) if isinstance(window, range) else window.cpu()].sum())
-                self.served[r] += self.real[r] - fresh
+    def record(self, active: Tensor, window: Window | None, valid: Tensor | None = None) -> None:
+        """A call in which the `active` rows ([B] bool) needed canvas positions `window`: 1-D
+        (every row), or [B, W] per row with `valid` marking its real entries; None means a full
+        forward (nothing served). Padding positions in a window are neither attended nor
+        recomputed for a row."""
+        used = active.long()
+        self.attended += used * self.real
+        if window is None:
+            return
+        if isinstance(window, range) or window.dim() == 1:
+            fresh = (torch.full_like(self.real, len(window)) if self.mask is None
+                     else self.mask[:, window_index(window)].sum(dim=1))
+        else:
+            real = valid if self.mask is None else valid & self.mask.gather(1, window)
+            fresh = real.sum(dim=1)
+        self.served += used * (self.real - fresh)
 
     def hit_rate(self, row: int) -> float:
         return float(self.served[row]) / max(1, int(self.attended[row]))
+
+
+@dataclass(frozen=True)
+class RowStep:
+    """What one row needs from a step: `window=None` a full forward (refilling its cache), else
+    the canvas positions it recomputes (sorted, containing its block; ``attend="cache",
+    write=True``); and the logits of its block [start, end)."""
+
+    window: tuple[int, ...] | None
+    start: int
+    end: int
+
+
+@dataclass
+class Spans:
+    """Per-row blocks of one step, in a common frame of `width` columns: row b's column j is
+    canvas position ``starts[b] + j``, inside its block where `inside` (and the row is active)."""
+
+    active: Tensor  # [B] bool
+    starts: Tensor  # [B] long
+    inside: Tensor  # [B, width] bool
+    width: int
+
+    @property
+    def widths(self) -> Tensor:
+        """[B] each row's block length (0 for a row that idles)."""
+        return self.inside.sum(dim=1)
+
+    @property
+    def positions(self) -> Tensor:
+        return self.starts[:, None] + torch.arange(self.width, device=self.starts.device)[None, :]
+
+
+@dataclass(frozen=True)
+class Pick:
+    """How a row picks its commits in a step: the `quota` most confident masks (LLaDA's rule),
+    or, with `quota` None, every mask with confidence >= `threshold` plus the most confident one
+    (Fast-dLLM's rule); `everything`: every mask left."""
+
+    quota: int | None = None
+    threshold: float = 1.0
+    everything: bool = False
+
+
+@dataclass(frozen=True)
+class RowRequest:
+    """One step a row's program asks for: its window and block, the block's index, its rule."""
+
+    step: RowStep
+    block: int
+    pick: Pick
+
+
+def block_step(step: int, start: int, end: int) -> RowStep:
+    """Step `step` of a dual-cache block decode: a full forward first, then the block alone."""
+    return RowStep(None if step == 0 else tuple(range(start, end)), start, end)
+
+
+# A row's program: yields the step it needs next and is sent back the masks its block has left
+# after that step; returns when the row is done.
+RowProgram = Generator[RowRequest, int, None]
+
+
+def per_row_window(steps: Sequence[RowStep | None], length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """([B, W] per-row canvas positions, [B, W] valid) for rows that need different windows.
+
+    W is the longest window (a full forward's is the whole canvas). A shorter window is padded
+    with the row's first positions outside it, so every row's positions are distinct and
+    increasing; the padding is computed but neither written nor read by the real queries."""
+    needed = torch.zeros(len(steps), length, dtype=torch.bool)
+    for r, step in enumerate(steps):
+        if step is not None:
+            needed[r, list(range(length)) if step.window is None else list(step.window)] = True
+    width = int(needed.sum(dim=1).max())
+    spare = (~needed).long().cumsum(dim=1) <= width - needed.sum(dim=1, keepdim=True)
+    chosen = needed | (~needed & spare)
+    window = torch.arange(length).expand(len(steps), length)[chosen].view(len(steps), width)
+    return window.to(device), needed.gather(1, window).to(device)
 
 
 # select(proposal, masked, step) -> transfer: which proposals of the block to commit this step.
@@ -111,8 +197,8 @@ class BlockRunner:
         self.propose_kwargs = dict(propose_kwargs or {})
         self.stop_at_eos = stop_at_eos
         self.model_kwargs = dict(model_kwargs or {})
-        # (row indices, logits) of the last forward, for rules that read the whole distribution
-        # (entropy, KL), not just the proposal a `select` gets
+        # (active rows [B] bool, logits [B, ...]) of the last forward, for rules that read the whole
+        # distribution (entropy, KL), not just the proposal a `select` gets
         self.last: tuple[Tensor, Tensor] | None = None
 
     @property
@@ -125,36 +211,134 @@ class BlockRunner:
         except ValueError:
             return None
 
-    def forward(self, active: Tensor, start: int, end: int, first: bool, window: Tensor | None = None) -> Tensor:
-        """Logits of [start, end) for the `active` rows ([B] bool), counted in the trace.
+    def forward(self, active: Tensor, start: int, end: int, first: bool, window: Window | None = None,
+                window_start: int | None = None) -> Tensor:
+        """Logits [B, end - start, V] of [start, end), counted in the trace for the `active` rows
+        ([B] bool); every row runs, the others' logits are to be ignored.
 
         `first`: a full forward (refills the cache). Otherwise the cache mode's window, or
-        `window` (canvas positions, containing [start, end)) with ``attend="cache", write=True``.
+        `window` (canvas positions, containing [start, end), which starts at its entry
+        `window_start`, read from the device when not given) with ``attend="cache", write=True``.
         """
-        state, rows = self.state, row_index(active)
+        state = self.state
         if first or self.cache is None:
-            logits = forward_rows(self.model, state, self.cache, rows, None, "window", slice(start, end),
-                                  **self.model_kwargs)
+            logits = forward_batch(self.model, state, self.cache, active, None, "window", slice(start, end),
+                                   **self.model_kwargs)
         elif window is not None:
-            lo = int((window == start).nonzero()[0])
-            logits = forward_rows(self.model, state, self.cache, rows, window, "cache", slice(lo, lo + end - start),
-                                  **self.model_kwargs)
+            if window_start is not None:
+                lo = window_start
+            elif isinstance(window, range):
+                lo = start - window.start
+            else:
+                lo = int((window == start).nonzero()[0])
+            logits = forward_batch(self.model, state, self.cache, active, window, "cache", slice(lo, lo + end - start),
+                                   **self.model_kwargs)
         elif self.mode == "prefix":
             window = range(start, state.length)
-            logits = forward_rows(self.model, state, self.cache, rows, window, "prefix", slice(0, end - start),
-                                  write=False, **self.model_kwargs)
+            logits = forward_batch(self.model, state, self.cache, active, window, "prefix", slice(0, end - start),
+                                   write=False, **self.model_kwargs)
         else:
             window = range(start, end)
-            logits = forward_rows(self.model, state, self.cache, rows, window, "cache", slice(0, end - start),
-                                  **self.model_kwargs)
+            logits = forward_batch(self.model, state, self.cache, active, window, "cache", slice(0, end - start),
+                                   **self.model_kwargs)
         state.trace.forward(active)
-        self.stats.record(rows.cpu(), None if first or self.cache is None else window)
-        self.last = (rows, logits)
+        self.stats.record(active, None if first or self.cache is None else window)
+        self.last = (active, logits)
         return logits
 
+    def forward_each(self, steps: Sequence[RowStep | None]) -> tuple[Tensor, Spans]:
+        """One model call in which each row takes its own `RowStep` (None: the row idles, its
+        outputs discarded and its cache untouched). Returns logits [B, width, V] of each row's
+        block in the `Spans` frame, counted in the trace for the rows that stepped.
+
+        Rows that all need the same step (no divergence) use the plain shared window; rows
+        that diverge pass per-row windows ([B, W] positions, see `per_row_window`) to the model.
+        """
+        state, device = self.state, self.state.canvas.device
+        wanted = [s for s in steps if s is not None]
+        active = torch.tensor([s is not None for s in steps], device=device)
+        starts = torch.tensor([s.start if s is not None else state.prompt_len for s in steps], device=device)
+        width = max(s.end - s.start for s in wanted)
+        ends = torch.tensor([s.end if s is not None else state.prompt_len for s in steps], device=device)
+        inside = (torch.arange(width, device=device)[None, :] < (ends - starts)[:, None]) & active[:, None]
+        spans = Spans(active, starts, inside, width)
+        if all(s == wanted[0] for s in wanted):
+            one = wanted[0]
+            window: Window | None = None
+            if one.window is not None:
+                contiguous = one.window == tuple(range(one.window[0], one.window[-1] + 1))
+                window = range(one.window[0], one.window[-1] + 1) if contiguous else torch.tensor(one.window, device=device)
+            logits = self.forward(active, one.start, one.end, first=one.window is None, window=window,
+                                  window_start=None if one.window is None else one.window.index(one.start))
+            return logits, spans
+        if self.cache is None:
+            raise ValueError("per-row windows need a KV cache")
+        window, valid = per_row_window(steps, state.length, device)
+        column = (window < starts[:, None]).sum(dim=1)  # where each row's block starts in its window
+        at = (column[:, None] + torch.arange(width, device=device)[None, :]).clamp(max=window.shape[1] - 1)
+        self.cache.tick()
+        self.cache.write_rows.copy_(active)
+        try:
+            logits = self.model(state.canvas.gather(1, window), window=window, window_valid=valid,
+                                attention_mask=state.attention_mask, cache=self.cache, attend="cache", write=True,
+                                logits_positions=at, **self.model_kwargs)
+        finally:
+            self.cache.write_rows.fill_(True)
+        state.trace.forward(active)
+        self.stats.record(active, window, valid)
+        self.last = (active, logits)
+        return logits, spans
+
+    def run_rows(self, programs: Sequence[RowProgram]) -> None:
+        """Run one program per row, every step one model call for all rows still running.
+
+        Each row decides its own next step (its block, window, rule) from its own state, as it
+        would alone at batch 1, so rows need not wait for each other between blocks or phases:
+        the batch takes as many calls as its slowest row. After each step every row that ran is
+        sent the masks its block has left (one host read for the whole batch)."""
+        state, device = self.state, self.state.canvas.device
+        pending: dict[int, RowRequest] = {}
+        for row, program in enumerate(programs):
+            request = next(program, None)
+            if request is not None:
+                pending[row] = request
+        while pending:
+            requests = [pending.get(r) for r in range(state.batch)]
+            logits, spans = self.forward_each([q.step if q is not None else None for q in requests])
+            proposal = self.propose_each(logits, spans)
+            masked = state.masked_at(spans.positions, spans.inside)
+            picks = [q.pick if q is not None else Pick(quota=0) for q in requests]
+            quota = torch.tensor([p.quota or 0 for p in picks], device=device)
+            tau = torch.tensor([[p.threshold] for p in picks], dtype=torch.float64, device=device)
+            by_quota = torch.tensor([p.quota is not None for p in picks], device=device)[:, None]
+            everything = torch.tensor([p.everything for p in picks], device=device)[:, None]
+            keep = torch.where(by_quota, select_quota(proposal.confidence, quota, spans.widths),
+                               select_threshold(proposal.confidence, masked, tau, spans.widths))
+            keep = torch.where(everything, masked, keep) & spans.active[:, None]
+            blocks = torch.tensor([q.block if q is not None else -1 for q in requests], device=device)
+            self.commit_each(blocks, spans, keep, proposal)
+            left = state.masked_at(spans.positions, spans.inside).sum(dim=1).tolist()
+            for row in list(pending):
+                try:
+                    pending[row] = programs[row].send(left[row])
+                except StopIteration:
+                    del pending[row]
+
+    def propose_each(self, logits: Tensor, spans: Spans) -> Proposal:
+        """`propose` for the per-row blocks of `forward_each` (rows that idled propose nothing)."""
+        masked = self.state.masked_at(spans.positions, spans.inside)
+        return propose(logits, masked, generator=self.generator, active=spans.active, mask_id=self.state.mask_id,
+                       **self.propose_kwargs)
+
+    def commit_each(self, blocks: Tensor, spans: Spans, transfer: Tensor, proposal: Proposal) -> None:
+        """`commit` for the per-row blocks of `forward_each` (`blocks` [B]: each row's index)."""
+        self.state.commit_at(spans.positions, transfer & spans.inside, proposal, blocks)
+        if self.stop_at_eos:
+            self.state.fill_eos()
+
     def propose(self, logits: Tensor, active: Tensor, start: int, end: int) -> Proposal:
-        """Proposals for the block, batch-wide (rows that did not run propose nothing)."""
-        return propose(logits, self.state.masked(start, end), generator=self.generator, rows=row_index(active),
+        """Proposals for the block, batch-wide (rows that are not `active` propose nothing)."""
+        return propose(logits, self.state.masked(start, end), generator=self.generator, active=active,
                        mask_id=self.state.mask_id, **self.propose_kwargs)
 
     def commit(self, block: int, start: int, transfer: Tensor, proposal: Proposal) -> None:

@@ -54,16 +54,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 from dllm_eval.errors import UserError
-from dllm_eval.schedulers.base import (
-    CommonParams,
-    Proposal,
-    num_transfer_tokens,
-    select_quota,
-)
-from dllm_eval.schedulers.blocks import BlockRunner, row_index
+from dllm_eval.schedulers.base import CommonParams, DecodeState, num_transfer_tokens
+from dllm_eval.schedulers.blocks import BlockRunner, Pick, RowProgram, RowRequest, block_step
 from dllm_eval.schedulers.registry import Scheduler, register, register_variant
 
 ALLOCATIONS = ("proportional", "uniform")
@@ -126,81 +120,76 @@ class DRS(Scheduler):
     Params = DRSParams
 
     def decode(self, runner: BlockRunner) -> None:
+        state = runner.state
+        results: list[dict] = [{} for _ in range(state.batch)]
+        runner.run_rows([self._row(runner, r, results[r]) for r in range(state.batch)])
+        for r, res in enumerate(results):
+            state.trace.metrics[r].update(
+                t_used=res["used"], t_refine=sum(res["alloc"]), t_refine_spent=res["spent"],
+                ambiguity=[x / self.params.block_length for x in res["counts"]], allocation=res["alloc"],
+                avg_block_size=float(self.params.block_length), cache_hit_rate=runner.stats.hit_rate(r),
+                adaptations=sum(1 for a in res["alloc"] if a > 0), nfe=int(state.trace.row_nfe[r]))
+
+    def _row(self, runner: BlockRunner, r: int, res: dict) -> RowProgram:
+        """Row r's whole decode, as it runs alone: the coarse pass, its allocation, its refinements."""
         p, state = self.params, runner.state
         blocks = list(state.blocks(p.block_length))
 
         # Phase 1: coarse pass, t_base quota steps per block over the dual cache.
         for block, start, end in blocks:
-            if p.stop_at_eos and not bool(state.incomplete(start, end).any()):
+            left = int(state.masked(start, end)[r].sum())
+            if p.stop_at_eos and not left:
                 continue
-            quota = num_transfer_tokens(state.masked(start, end), p.t_base)
-            runner.run(block, start, end, lambda proposal, _masked, step, q=quota: select_quota(proposal.confidence,
-                                                                                              q[:, step]))
-        used = state.trace.row_nfe.clone()
+            quota = num_transfer_tokens(state.masked(start, end)[r:r + 1], p.t_base)[0].tolist()
+            step = 0
+            while left:
+                left = yield RowRequest(block_step(step, start, end), block, Pick(quota=quota[step]))
+                step += 1
+        used = int(state.trace.row_nfe[r])
 
-        # Ambiguity and allocation, per row.
-        counts = torch.stack([state.ambiguous(s, e, p.tau).sum(dim=1) for _, s, e in blocks], dim=1).cpu()
-        alloc = torch.zeros_like(counts)
-        for r in range(state.batch):
-            c = counts[r].tolist()
-            weights = c if p.allocation == "proportional" else [int(x > 0) for x in c]
-            budget = p.budget(int(used[r]))
-            alloc[r] = torch.tensor(largest_remainder(budget, weights))
-            state.trace.event(r, "allocation", rule=p.allocation, budget=budget, t_used=int(used[r]),
-                              ambiguity=[x / p.block_length for x in c], ambiguous_tokens=c,
-                              steps=alloc[r].tolist())
+        # Ambiguity and allocation.
+        counts = [int(state.ambiguous(s, e, p.tau)[r].sum()) for _, s, e in blocks]
+        weights = counts if p.allocation == "proportional" else [int(x > 0) for x in counts]
+        budget = p.budget(used)
+        alloc = largest_remainder(budget, weights)
+        state.trace.event(r, "allocation", rule=p.allocation, budget=budget, t_used=used,
+                          ambiguity=[x / p.block_length for x in counts], ambiguous_tokens=counts, steps=alloc)
 
-        # Phase 2: refine each block with its rows' allocated steps.
-        spent_total = torch.zeros(state.batch, dtype=torch.long)
+        # Phase 2: refine each block with its allocated steps.
+        spent = 0
         for block, start, end in blocks:
-            spent_total += self._refine_block(runner, block, start, end, alloc[:, block].to(state.canvas.device))
-        for r in range(state.batch):
-            state.trace.metrics[r].update(
-                t_used=int(used[r]), t_refine=int(alloc[r].sum()), t_refine_spent=int(spent_total[r]),
-                ambiguity=[x / p.block_length for x in counts[r].tolist()], allocation=alloc[r].tolist(),
-                avg_block_size=float(p.block_length), cache_hit_rate=runner.stats.hit_rate(r),
-                adaptations=int((alloc[r] > 0).sum()), nfe=int(state.trace.row_nfe[r]))
+            spent += yield from self._refine_block(state, r, block, start, end, alloc[block])
+        res.update(used=used, counts=counts, alloc=alloc, spent=spent)
 
-    def _refine_block(self, runner: BlockRunner, block: int, start: int, end: int, steps: Tensor) -> Tensor:
-        """Remask and re-predict the block's ambiguous tokens in each row's `steps`; returns steps spent.
+    def _refine_block(self, state: DecodeState, r: int, block: int, start: int, end: int, steps: int) -> RowProgram:
+        """Remask and re-predict the block's ambiguous tokens in `steps` steps; returns the steps spent.
 
         With `n` steps left and `m` masks a step commits the ``ceil(m / min(n, m))`` most confident
         masks; a finished round with steps left remasks what is still ambiguous (a new round)."""
-        state, tau = runner.state, self.params.tau
-        left = steps.clone()
-        spent = torch.zeros_like(left)
-        if not bool((left > 0).any()):
-            return spent.cpu()
-        before = state.canvas[:, start:end].clone()
-        first_amb = state.ambiguous(start, end, tau) & (left > 0)[:, None]
+        tau = self.params.tau
+        if steps <= 0:
+            return 0
+        before = state.canvas[r, start:end].clone()
+        first_amb = state.ambiguous(start, end, tau) & (torch.arange(state.batch, device=before.device) == r)[:, None]
         state.remask_window(start, first_amb)
-        rounds = (left > 0).long()
-
-        def eligible(step: int) -> Tensor:
-            if step:  # a finished round with steps left: remask what is still ambiguous
-                done = ~state.masked(start, end).any(dim=1)
-                again = state.ambiguous(start, end, tau) & (done & (left > 0))[:, None]
+        left, spent, rounds, step = steps, 0, 1, 0
+        masks = int(state.masked(start, end)[r].sum())
+        while True:
+            if step and not masks and left > 0:  # a finished round with steps left: remask the ambiguous
+                again = state.ambiguous(start, end, tau) & (torch.arange(state.batch, device=before.device) == r)[:, None]
                 if bool(again.any()):
                     state.remask_window(start, again)
-                    rounds.add_(again.any(dim=1).long())
-            return left > 0
-
-        def select(proposal: Proposal, masked: Tensor, _step: int) -> Tensor:
-            n_masked = masked.sum(dim=1)
-            active = masked.any(dim=1) & (left > 0)
-            per_step = torch.where(active, -(-n_masked // torch.minimum(left, n_masked).clamp(min=1)), 0)
-            return select_quota(proposal.confidence, per_step)
-
-        def after_step(active: Tensor) -> None:
-            left.sub_(active.long())
-            spent.add_(active.long())
-
-        runner.run(block, start, end, select, eligible=eligible, after_step=after_step)
-        changed = (state.canvas[:, start:end] != before).sum(dim=1)
-        for r in row_index(steps > 0).tolist():
-            state.trace.event(r, "refine", block=block, steps=int(steps[r]), spent=int(spent[r]),
-                              rounds=int(rounds[r]), remasked=int(first_amb[r].sum()), changed=int(changed[r]))
-        return spent.cpu()
+                    rounds += 1
+                    masks = int(again.sum())
+            if not masks or left <= 0:
+                break
+            per_step = -(-masks // min(left, masks))
+            masks = yield RowRequest(block_step(step, start, end), block, Pick(quota=per_step))
+            left, spent, step = left - 1, spent + 1, step + 1
+        changed = int((state.canvas[r, start:end] != before).sum())
+        state.trace.event(r, "refine", block=block, steps=steps, spent=spent, rounds=rounds,
+                          remasked=int(first_amb.sum()), changed=changed)
+        return spent
 
 
 register_variant("drs_uniform", DRS, "DRS control: refinement budget split equally among ambiguous blocks",

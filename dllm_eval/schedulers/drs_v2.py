@@ -17,9 +17,11 @@
   cap, finishing an incomplete block after the pool is empty costs one forward beyond the budget
   (a ``budget_overrun`` event); this is the only way v2 exceeds its budget.
 
-Batching: rows adapt independently. Where rows need different windows (v2's per-row order) the
-call is split into row groups (`base.forward_rows`), each with its own slice of the cache, so every
-row sees exactly what it would see decoded alone; per-row NFE counts only the calls a row was in.
+Batching: rows adapt independently. Each row runs its own program (`BlockRunner.run_rows`): its
+coarse pass, plan and refinements, as alone; every step is one model call for all rows still
+running, with per-row windows where they differ, so every row sees exactly what it would see
+decoded alone, its NFE counts only its own steps, and the batch takes as many calls as its
+slowest row.
 
 """
 
@@ -28,15 +30,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 from dllm_eval.errors import UserError
-from dllm_eval.schedulers.base import (
-    CommonParams,
-    Proposal,
-    select_threshold,
-)
-from dllm_eval.schedulers.blocks import BlockRunner
+from dllm_eval.schedulers.base import CommonParams, DecodeState
+from dllm_eval.schedulers.blocks import BlockRunner, Pick, RowProgram, RowRequest, block_step
 from dllm_eval.schedulers.registry import Scheduler, register
 
 
@@ -68,78 +65,67 @@ class DRSv2(Scheduler):
     Params = DRSv2Params
 
     def decode(self, runner: BlockRunner) -> None:
+        state = runner.state
+        results: list[dict] = [{} for _ in range(state.batch)]
+        runner.run_rows([self._row(runner, r, results[r]) for r in range(state.batch)])
+        for r, res in enumerate(results):
+            state.trace.metrics[r].update(
+                t_used=res["used"], t_refine=self.params.budget, t_refine_spent=res["spent"], refine_order=res["order"],
+                ambiguity=[x / self.params.block_length for x in res["counts"]],
+                avg_block_size=float(self.params.block_length), cache_hit_rate=runner.stats.hit_rate(r),
+                nfe=int(state.trace.row_nfe[r]),
+                adaptations=sum(1 for e in state.trace.events[r] if e["type"] == "refine"))
+
+    def _row(self, runner: BlockRunner, r: int, res: dict) -> RowProgram:
+        """Row r's whole decode, as it runs alone: the coarse pass, its plan, its refinements."""
         p, state = self.params, runner.state
-
-        def threshold(proposal: Proposal, masked: Tensor, _step: int) -> Tensor:
-            return select_threshold(proposal.confidence, masked, p.threshold)
-
         blocks = list(state.blocks(p.block_length))
 
         # Phase 1: Fast-dLLM threshold decoding on the dual cache (optionally capped at t_base).
         for block, start, end in blocks:
-            if p.stop_at_eos and not bool(state.incomplete(start, end).any()):
+            left = int(state.masked(start, end)[r].sum())
+            if p.stop_at_eos and not left:
                 continue
-            runner.run(block, start, end, threshold, max_steps=p.t_base)
-        used = state.trace.row_nfe.clone()
+            step = 0
+            while left and (p.t_base is None or step < p.t_base):
+                left = yield RowRequest(block_step(step, start, end), block, Pick(threshold=p.threshold))
+                step += 1
+        used = int(state.trace.row_nfe[r])
 
-        # Plan: per row, incomplete blocks (most masks first), then ambiguous ones (most ambiguous first).
-        counts = torch.stack([state.ambiguous(s, e, p.tau).sum(dim=1) for _, s, e in blocks], dim=1).cpu()
-        masks = torch.stack([state.masked(s, e).sum(dim=1) for _, s, e in blocks], dim=1).cpu()
-        order: list[list[int]] = []
-        for r in range(state.batch):
-            cands = [b for b in range(len(blocks)) if masks[r, b] > 0 or counts[r, b] > 0]
-            cands.sort(key=lambda b: (masks[r, b] == 0, -masks[r, b], -counts[r, b], b))
-            order.append(cands)
-            state.trace.event(r, "refine_plan", budget=p.budget, t_used=int(used[r]), order=cands,
-                              ambiguity=[x / p.block_length for x in counts[r].tolist()],
-                              ambiguous_tokens=counts[r].tolist(), incomplete=masks[r].tolist())
+        # Plan: incomplete blocks (most masks first), then ambiguous ones (most ambiguous first).
+        counts = [int(state.ambiguous(s, e, p.tau)[r].sum()) for _, s, e in blocks]
+        masks = [int(state.masked(s, e)[r].sum()) for _, s, e in blocks]
+        order = [b for b in range(len(blocks)) if masks[b] > 0 or counts[b] > 0]
+        order.sort(key=lambda b: (masks[b] == 0, -masks[b], -counts[b], b))
+        state.trace.event(r, "refine_plan", budget=p.budget, t_used=used, order=order,
+                          ambiguity=[x / p.block_length for x in counts], ambiguous_tokens=counts, incomplete=masks)
 
-        # Phase 2: one refinement per candidate, in each row's order, from its pool of forwards.
-        left = torch.full((state.batch,), p.budget, dtype=torch.long)
-        spent = torch.zeros(state.batch, dtype=torch.long)
-        for rank in range(max((len(o) for o in order), default=0)):
-            target = {r: order[r][rank] for r in range(state.batch)
-                      if rank < len(order[r]) and (left[r] > 0 or masks[r, order[r][rank]] > 0)}
-            for b in sorted(set(target.values())):
-                self._refine(runner, b, blocks[b][1], blocks[b][2], [r for r, t in target.items() if t == b],
-                             rank, left, spent, masks[:, b])
-        for r in range(state.batch):
-            state.trace.metrics[r].update(
-                t_used=int(used[r]), t_refine=p.budget, t_refine_spent=int(spent[r]), refine_order=order[r],
-                ambiguity=[x / p.block_length for x in counts[r].tolist()], avg_block_size=float(p.block_length),
-                cache_hit_rate=runner.stats.hit_rate(r), nfe=int(state.trace.row_nfe[r]),
-                adaptations=sum(1 for e in state.trace.events[r] if e["type"] == "refine"))
+        # Phase 2: one refinement per candidate, in order, from the row's pool of forwards.
+        budget = {"left": p.budget, "spent": 0}
+        for rank, b in enumerate(order):
+            if budget["left"] > 0 or masks[b] > 0:
+                yield from self._refine(state, r, b, blocks[b][1], blocks[b][2], rank, budget, masks[b])
+        res.update(used=used, counts=counts, order=order, spent=budget["spent"])
 
-    def _refine(self, runner: BlockRunner, block: int, start: int, end: int, members: list[int], rank: int,
-                left: Tensor, spent: Tensor, was_incomplete: Tensor) -> None:
-        """Refine one block for the rows that target it at this rank: remask their ambiguous tokens
-        (rows with budget left), then threshold decoding until complete; the step that spends a
-        row's last forward (or overruns it) commits every mask it has left."""
-        state, p = runner.state, self.params
-        device = state.canvas.device
-        rows = torch.zeros(state.batch, dtype=torch.bool, device=device)
-        rows[members] = True
-        before = state.canvas[:, start:end].clone()
-        amb = state.ambiguous(start, end, p.tau) & (rows & (left > 0).to(device))[:, None]
+    def _refine(self, state: DecodeState, r: int, block: int, start: int, end: int, rank: int, budget: dict,
+                was_incomplete: int) -> RowProgram:
+        """Refine one block: remask its ambiguous tokens (with budget left), then threshold
+        decoding until complete; the step that spends the row's last forward (or overruns it)
+        commits every mask it has left."""
+        p = self.params
+        before = state.canvas[r, start:end].clone()
+        row = (torch.arange(state.batch, device=before.device) == r)[:, None]
+        amb = state.ambiguous(start, end, p.tau) & row & (budget["left"] > 0)
         state.remask_window(start, amb)
-        steps_here = torch.zeros(state.batch, dtype=torch.long)
-
-        def select(proposal: Proposal, masked: Tensor, _step: int) -> Tensor:
-            keep = select_threshold(proposal.confidence, masked, p.threshold)
-            last = (left <= 1).to(device)[:, None]
-            return torch.where(last, masked, keep)
-
-        def after_step(active: Tensor) -> None:
-            for r in active.nonzero().flatten().tolist():
-                steps_here[r] += 1
-                spent[r] += 1
-                if left[r] <= 0:
-                    state.trace.event(r, "budget_overrun", block=block)
-                left[r] -= 1
-
-        runner.run(block, start, end, select, eligible=lambda _step: rows, after_step=after_step)
-        for r in members:
-            state.trace.event(r, "refine", block=block, rank=rank, spent=int(steps_here[r]),
-                              remasked=int(amb[r].sum()), was_incomplete=int(was_incomplete[r]),
-                              changed=int((state.canvas[r, start:end] != before[r]).sum()),
-                              budget_left=max(0, int(left[r])))
+        left, step = int(state.masked(start, end)[r].sum()), 0
+        while left:
+            last = budget["left"] <= 1
+            left = yield RowRequest(block_step(step, start, end), block, Pick(threshold=p.threshold, everything=last))
+            step += 1
+            budget["spent"] += 1
+            if budget["left"] <= 0:
+                state.trace.event(r, "budget_overrun", block=block)
+            budget["left"] -= 1
+        state.trace.event(r, "refine", block=block, rank=rank, spent=step, remasked=int(amb.sum()),
+                          was_incomplete=was_incomplete, changed=int((state.canvas[r, start:end] != before).sum()),
+                          budget_left=max(0, budget["left"]))

@@ -81,10 +81,8 @@ class EBSampler(Scheduler):
             run.run(block, start, end, partial(self.select, run=run))
 
     def select(self, proposal: Proposal, masked: Tensor, step: int, run: BlockRunner) -> Tensor:
-        rows, logits = run.last
-        entropies = torch.zeros(masked.shape, dtype=torch.float64, device=masked.device)
-        entropies[rows] = entropy(logits, self.params.softmax_dtype)
-        return entropy_bounded(proposal.confidence, masked, entropies, self.params.gamma)
+        _active, logits = run.last  # rows that did not step are dropped by `BlockRunner.run`
+        return entropy_bounded(proposal.confidence, masked, entropy(logits, self.params.softmax_dtype), self.params.gamma)
 
 
 register_variant("eb_sampler_g0.01", EBSampler, "EB-Sampler with gamma 0.01 (the paper's other GSM8K row)", gamma=0.01)

@@ -40,7 +40,7 @@ import torch
 
 from dllm_eval.errors import UserError
 from dllm_eval.schedulers.base import CommonParams, num_transfer_tokens, select_quota
-from dllm_eval.schedulers.blocks import BlockRunner, row_index
+from dllm_eval.schedulers.blocks import BlockRunner
 from dllm_eval.schedulers.registry import Scheduler, register, register_variant
 
 EPS = 1e-12  # the authors' smoothing inside both logs of the KL
@@ -69,6 +69,7 @@ class KLASS(Scheduler):
 
     def decode(self, run: BlockRunner) -> None:
         p, state, width = self.params, run.state, self.params.block_length
+        stable_steps = torch.zeros(state.batch, dtype=torch.long, device=state.canvas.device)
         prev = None  # p_{t-1} over the current block and the next: [B, 2 * width, V]
         for block, start, end in state.blocks(width):
             quota = num_transfer_tokens(state.masked(start, end), (p.steps or p.gen_length) // p.num_blocks)
@@ -76,7 +77,6 @@ class KLASS(Scheduler):
                                  device=state.canvas.device)
             step = 0
             while bool((active := state.incomplete(start, end)).any()):
-                rows = row_index(active)
                 scored = end if run.mode == "dual" and step > 0 else min(end + width, state.length)
                 logits = run.forward(active, start, scored, first=step == 0)
                 probs = torch.softmax(logits.double(), dim=-1)
@@ -84,9 +84,10 @@ class KLASS(Scheduler):
                     fresh = probs.new_zeros((state.batch, width, probs.shape[-1]))
                     prev = torch.cat((fresh if prev is None else prev[:, width:], fresh), dim=1)
                 n = scored - start
-                kl = (probs * ((probs + EPS).log() - (prev[rows, :n] + EPS).log())).sum(dim=-1)
-                prev[rows, :n] = probs
-                history[rows] = torch.cat((history[rows, :, 1:], kl[:, :width, None]), dim=-1)
+                kl = (probs * ((probs + EPS).log() - (prev[:, :n] + EPS).log())).sum(dim=-1)
+                prev[:, :n] = torch.where(active[:, None, None], probs, prev[:, :n])  # rows that ran along keep theirs
+                history = torch.where(active[:, None, None], torch.cat((history[:, :, 1:], kl[:, :width, None]), dim=-1),
+                                      history)
 
                 proposal = run.propose(logits[:, :width], active, start, end)
                 stable = (history < p.kl_threshold).all(dim=-1)
@@ -95,10 +96,11 @@ class KLASS(Scheduler):
                 use_ready = ready.any(dim=1)
                 transfer = torch.where(use_ready[:, None], ready, select_quota(proposal.confidence, k))
                 run.commit(block, start, transfer & active[:, None], proposal)
-                for row in row_index(use_ready & active).tolist():
-                    metrics = state.trace.metrics[row]
-                    metrics["klass_stable_steps"] = metrics.get("klass_stable_steps", 0) + 1
+                stable_steps += (use_ready & active).long()
                 step += 1
+        for row, n in enumerate(stable_steps.tolist()):
+            if n:
+                state.trace.metrics[row]["klass_stable_steps"] = n
 
 
 register_variant("klass_dual", KLASS, "KLASS on Fast-dLLM's dual KV cache", cache="dual")

@@ -106,13 +106,11 @@ class Prophet(Scheduler):
         gaps = (top2[..., 0] - top2[..., 1]).double()  # subtracted in the logits' dtype, as the authors
         window = self.params.answer_window
         if window.startswith("next:"):  # the first k still-masked positions
-            inside = state.masked(lo, state.length)[active]
+            inside = state.masked(lo, state.length).clone()
             inside &= inside.cumsum(dim=1) <= int(window[5:])
         else:
             inside = torch.zeros_like(gaps, dtype=torch.bool)
             first, n = (0, state.gen_length) if window == "all" else map(int, window.split(":"))
             inside[:, state.prompt_len - lo + first:state.prompt_len - lo + first + n] = True
         mean = (gaps * inside).sum(dim=1) / inside.sum(dim=1).clamp(min=1)
-        out = torch.full((state.batch,), float("-inf"), dtype=torch.float64, device=gaps.device)
-        out[active] = torch.where(inside.any(dim=1), mean, float("-inf"))
-        return out
+        return torch.where(active & inside.any(dim=1), mean, float("-inf"))

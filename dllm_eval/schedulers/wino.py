@@ -36,7 +36,7 @@ from torch import Tensor
 from dllm_eval.errors import UserError
 from dllm_eval.models.cache import ExtraQueries
 from dllm_eval.schedulers.base import CommonParams, DecodeState
-from dllm_eval.schedulers.blocks import BlockRunner, forward_rows, row_index
+from dllm_eval.schedulers.blocks import BlockRunner, forward_batch, row_index
 from dllm_eval.schedulers.registry import Scheduler, register
 
 FIRST_LAST_ACCEPT = 30  # the official code's initial "last accept count" of every block
@@ -67,15 +67,15 @@ class Wino(Scheduler):
             last_accept = torch.full((state.batch,), FIRST_LAST_ACCEPT, device=state.canvas.device)
             while bool((active := state.incomplete(start, end)).any()):
                 rows = row_index(active)
-                logits = forward_rows(run.model, state, None, rows, None, "window", slice(start, end),
-                                      extra=shadow_block(state, len(rows), start, end), **run.model_kwargs)
+                logits = forward_batch(run.model, state, None, active, None, "window", slice(start, end),
+                                       extra=shadow_block(state, state.batch, start, end), **run.model_kwargs)
                 state.trace.forward(active)
-                run.stats.record(rows.cpu(), None)
+                run.stats.record(active, None)
                 proposal = run.propose(logits[:, :width], active, start, end)
                 transfer = self.wide_in(proposal.confidence, state.masked(start, end), rows)
-                check = torch.full(transfer.shape, float("inf"), dtype=torch.float64, device=transfer.device)
                 probs = torch.softmax(logits[:, width:].double(), dim=-1)
-                check[rows] = probs.gather(-1, state.canvas[rows, start:end, None]).squeeze(-1)
+                check = probs.gather(-1, state.canvas[:, start:end, None]).squeeze(-1)
+                check = torch.where(active[:, None], check, float("inf"))
                 accepted = transfer.sum(dim=1)
                 remask = self.narrow_out(torch.where(earlier, check, float("inf")), accepted, last_accept, rows)
                 run.commit(block, start, transfer, proposal)
