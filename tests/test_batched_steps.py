@@ -24,6 +24,28 @@ from tests.test_drs import context_script
 PROMPTS = ((1, 2, 3), (4, 5), (6, 7, 8, 9))
 
 
+@pytest.fixture(autouse=True)
+def whole_batch_steps(monkeypatch):
+    """These tests are about the GPU policy: every row in every call, also on this CPU."""
+    monkeypatch.setattr("dllm_eval.schedulers.blocks.CPU_ROWS", "batch")
+
+
+@pytest.mark.parametrize("name", sorted(__import__("dllm_eval.schedulers", fromlist=["SCHEDULERS"]).SCHEDULERS))
+def test_every_scheduler_decodes_rows_as_alone_with_whole_batch_steps(name):
+    """The GPU path (whole-batch calls, idle rows' writes masked) on the CPU: a padded batch
+    equals its rows decoded alone for every registered scheduler (the default CPU path, which
+    carries only the rows that need a step, is what the other batch-equality tests check)."""
+    from tests.helpers import assert_batch_equals_rows_alone, peaky_model
+
+    assert_batch_equals_rows_alone(get_scheduler(name, gen_length=32, **_block(name)), peaky_model())
+
+
+def _block(name: str) -> dict:
+    from dllm_eval.schedulers import param_fields
+
+    return {"block_length": 16} if param_fields(name).get("block_length") is not None else {}
+
+
 def adaptive_script():
     rng = random.Random(2)
     tables = {PROMPTS[0]: [(g % 50, 0.99) for g in range(96)],

@@ -110,10 +110,13 @@ def test_padded_batch_equals_rows_one_by_one(model, name, params):
 
 
 @pytest.mark.parametrize(("name", "params"), [s for s in SETTINGS if s[1].get("threshold", 0.9) is not None and s[0] != "llada"])
-def test_batch_runs_every_row_in_one_call_and_counts_only_rows_that_need_it(model, name, params):
-    """Rows finish blocks at different steps; the batch still runs as one model call per step over
-    every row (no gathered sub-batches: fixed shapes, no cache copies), and each row's NFE counts
-    only the calls it needed, so it is less than the batch's calls for the rows that finish early."""
+def test_batch_runs_every_row_in_one_call_and_counts_only_rows_that_need_it(model, name, params, monkeypatch):
+    """Rows finish blocks at different steps; with whole-batch steps (the GPU policy) the batch
+    still runs as one model call per step over every row (no gathered sub-batches: fixed shapes,
+    no cache copies), and each row's NFE counts only the calls it needed, so it is less than the
+    batch's calls for the rows that finish early. (On a CPU the default carries only the rows that
+    need the step; the other batch tests check that path.)"""
+    monkeypatch.setattr("dllm_eval.schedulers.blocks.CPU_ROWS", "batch")
     prompts = torch.cat([random_prompt(10, 30 + i) for i in range(4)])
     seen: list[int] = []
     hook = model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))

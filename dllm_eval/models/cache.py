@@ -185,6 +185,32 @@ class KVCache:
         if tokens is not None:
             self.tokens.scatter_(1, window, torch.where(store, tokens, self.tokens.gather(1, window)))
 
+    def select_rows(self, rows: Tensor) -> KVCache:
+        """A copy holding only `rows`: on a CPU, where a step costs in proportion to the rows it
+        carries, a batch steps just the rows that need it (`schedulers.blocks.forward_batch`)."""
+        sub = object.__new__(KVCache)
+        sub.keys = [k.index_select(0, rows) for k in self.keys]
+        sub.values = [v.index_select(0, rows) for v in self.values]
+        sub.stamp = self.stamp.index_select(0, rows)
+        sub.tokens = self.tokens.index_select(0, rows)
+        sub.write_rows = self.write_rows.index_select(0, rows)
+        sub.clock, sub.clock_now, sub.length, sub.static = self.clock, self.clock_now.clone(), self.length, False
+        return sub
+
+    def scatter_rows(self, rows: Tensor, sub: KVCache, positions: Tensor | None = None) -> None:
+        """Write back a `select_rows` copy after it was stepped; `positions`: only those canvas
+        positions were written (e.g. a dual-cache block step), so only they are copied back."""
+        if positions is None:
+            for full, part in zip(self.keys + self.values, sub.keys + sub.values):
+                full.index_copy_(0, rows, part)
+            self.stamp.index_copy_(0, rows, sub.stamp)
+            self.tokens.index_copy_(0, rows, sub.tokens)
+            return
+        for full, part in zip(self.keys + self.values, sub.keys + sub.values):
+            full[rows[:, None], :, positions[None, :]] = part[:, :, positions].transpose(1, 2)
+        self.stamp[rows[:, None], positions[None, :]] = sub.stamp[:, positions]
+        self.tokens[rows[:, None], positions[None, :]] = sub.tokens[:, positions]
+
     def mark_written(self, positions: Tensor, tokens: Tensor | None = None) -> None:
         """Stamp `positions` with the current clock for the rows in `write_rows`; `tokens`
         [B, len(positions)]: what was written. Device-side only (capturable)."""

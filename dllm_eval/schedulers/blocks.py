@@ -41,6 +41,17 @@ def window_index(window: Window) -> slice | Tensor:
     return slice(window.start, window.stop) if isinstance(window, range) else window
 
 
+# Which rows a CPU step carries: "active" (only the rows that need it: a CPU step costs in
+# proportion to its rows) or "batch" (every row, as on a GPU, where a step costs about the same
+# whatever it carries and fixed shapes let it be replayed as a CUDA graph). Both give every row
+# exactly its batch-of-one tokens; the tests run both.
+CPU_ROWS = "active"
+
+
+def window_tensor(window: Window, device: torch.device) -> Tensor:
+    return torch.arange(window.start, window.stop, device=device) if isinstance(window, range) else window
+
+
 def forward_batch(model, state: DecodeState, cache: KVCache | None, active: Tensor, window: Window | None,
                   attend: str, logits_slice: slice, write: bool = True, **model_kwargs) -> Tensor:
     """One forward for the whole batch; only the `active` rows ([B] bool) write the cache.
@@ -53,6 +64,10 @@ def forward_batch(model, state: DecodeState, cache: KVCache | None, active: Tens
     rows after the call, for callers that do not set it.
     """
     ids = state.canvas if window is None else state.canvas[:, window_index(window)]
+    if (ids.device.type == "cpu" and CPU_ROWS == "active" and "extra" not in model_kwargs
+            and not bool(active.all())):
+        return _forward_active_rows(model, state, cache, active, window, ids, attend, logits_slice, write,
+                                    **model_kwargs)
     if cache is None:
         return model(ids, attention_mask=state.attention_mask, logits_positions=logits_slice, **model_kwargs)
     cache.tick()
@@ -64,6 +79,28 @@ def forward_batch(model, state: DecodeState, cache: KVCache | None, active: Tens
     finally:
         if write:
             cache.write_rows.fill_(True)
+
+
+def _forward_active_rows(model, state: DecodeState, cache: KVCache | None, active: Tensor, window: Window | None,
+                         ids: Tensor, attend: str, logits_slice: slice, write: bool, **model_kwargs) -> Tensor:
+    """`forward_batch` on a CPU: a step costs in proportion to the rows it carries there (a GPU
+    step costs about the same whatever it carries), so only the rows that need it run, on copies
+    of their cache rows written back afterwards. Idle rows get zero logits (ignored anyway)."""
+    rows = active.nonzero().flatten()
+    mask = None if state.attention_mask is None else state.attention_mask.index_select(0, rows)
+    sub_ids = ids.index_select(0, rows)
+    if cache is None:
+        logits = model(sub_ids, attention_mask=mask, logits_positions=logits_slice, **model_kwargs)
+    else:
+        cache.tick()
+        sub = cache.select_rows(rows)
+        logits = model(sub_ids, window=window, attention_mask=mask, cache=sub, attend=attend, write=write,
+                       logits_positions=logits_slice, **model_kwargs)
+        if write:
+            cache.scatter_rows(rows, sub, positions=None if window is None else window_tensor(window, ids.device))
+    out = logits.new_zeros((state.batch, *logits.shape[1:]))
+    out.index_copy_(0, rows, logits)
+    return out
 
 
 class CacheStats:
