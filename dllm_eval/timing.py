@@ -219,7 +219,11 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 1 or args.batch < 1:
         raise UserError("--limit and --batch must be positive")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    front = load_front_end(args.model or EMBEDDED_MODEL_DIR, device=device)
+    # Eager steps on every device: CUDA graphs are state shared by the configurations of one
+    # process (a graph captured while one configuration decodes a batch shape is replayed by the
+    # next), which would favour whichever configuration meets a shape second; the GPU report of
+    # 2026-12-01 measured an A/A ratio of 2.55x that way. `dllm-eval bench` times graphs alone.
+    front = load_front_end(args.model or EMBEDDED_MODEL_DIR, device=device, compile="none")
     requests = {t: build_requests(t, args.include_path, args.limit) for t in args.tasks.split(",") if t}
     total = sum(len(tier_batches(r, args.batch)) for r in requests.values()) * len(configs)
     with tqdm(total=total, desc="timing (interleaved)") as bar:
