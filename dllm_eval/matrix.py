@@ -678,10 +678,15 @@ def timing_pass(args: argparse.Namespace, mf: MatrixFile, settings: dict[str, An
     """The interleaved, paired timing pass (`dllm_eval.timing`) over the run's configurations,
     written to `<run>/timing.json` for the report; settings.timing in the config file sets its
     documents per task (per device), batch size and the labels it skips. Skipped with
-    --no-timing, for a fake lm_eval (nothing real to time) and when the file is already there."""
+    --no-timing, for a fake lm_eval (nothing real to time) and when the file is already there and
+    newer than every finished cell (a file older than a cell, e.g. one that came with a clone of a
+    committed run, is timed again)."""
     cfg = mf.settings.get("timing") or {}
     out = run_dir / "timing.json"
-    if not cfg or getattr(args, "no_timing", False) or args.lm_eval_cmd or os.environ.get(LM_EVAL_CMD_ENV) or out.is_file():
+    if not cfg or getattr(args, "no_timing", False) or args.lm_eval_cmd or os.environ.get(LM_EVAL_CMD_ENV):
+        return False
+    markers = [m.stat().st_mtime for m in run_dir.glob("raw/*/*/.done.json")]
+    if out.is_file() and out.stat().st_mtime >= max(markers, default=0.0):
         return False
     from dllm_eval.frontend import load_front_end
     from dllm_eval.models import EMBEDDED_MODEL_DIR
@@ -694,7 +699,8 @@ def timing_pass(args: argparse.Namespace, mf: MatrixFile, settings: dict[str, An
     labels = [lab for lab in settings["labels"] if lab not in set(cfg.get("skip") or [])]
     common = common_params(mf, args)
     configs = {lab: (mf.configs[lab].scheduler, {**common, **mf.configs[lab].params}) for lab in labels}
-    front = load_front_end(args.model or EMBEDDED_MODEL_DIR, device=settings["device"])
+    # eager steps: CUDA graphs are state shared by the configurations of one process (see timing.py)
+    front = load_front_end(args.model or EMBEDDED_MODEL_DIR, device=settings["device"], compile="none")
     requests = {t: build_requests(t, settings["include_path"], int(limit)) for t in settings["tasks"]}
     from tqdm import tqdm
 

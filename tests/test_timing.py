@@ -101,6 +101,15 @@ configs:
     # 4 documents of tiers 1-4: tier-homogeneous batches hold one document each
     assert sorted({(r.label, r.batch) for r in rows}) == [(lab, b) for lab in ("aa", "base") for b in range(4)]
     assert not matrix.timing_pass(args, mf, settings, tmp_path)  # already there: kept
+    # a cell finished after the file was written (a committed run cloned, then rerun): timed again
+    import os
+
+    marker = tmp_path / "raw" / "base" / "seed1" / ".done.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("{}")
+    os.utime(tmp_path / "timing.json", (1, 1))
+    assert matrix.timing_pass(args, mf, settings, tmp_path)
+    assert not matrix.timing_pass(args, mf, settings, tmp_path)
     # a sweep point: --gen-length fixes every configuration's canvas (synth_math's own is 64)
     long_dir = tmp_path / "gen128"
     assert matrix.timing_pass(argparse.Namespace(model=None, lm_eval_cmd=None, no_timing=False, gen_length=128),
