@@ -95,11 +95,20 @@ class Call:
 
     @property
     def key(self) -> tuple:
+        """Calls with equal keys cost the same: shapes, cache use and the window's layout (per-row
+        windows and logits positions of `adaptive`/`drs` are tensors: keyed by their contents)."""
         k = self.kwargs
-        win = k.get("window")
-        lp = k.get("logits_positions")
-        return (self.shape, (win.start, win.stop) if isinstance(win, range) else None, k.get("attend"),
-                k.get("write"), None if lp is None else (lp.start, lp.stop), self.cache_length, self.masked)
+        return (self.shape, _layout(k.get("window")), k.get("attend"), k.get("write"),
+                _layout(k.get("logits_positions")), _layout(k.get("window_valid")), self.cache_length, self.masked)
+
+
+def _layout(index: Any) -> Any:
+    """A hashable description of a window or logits index: range, slice, tensor or None."""
+    if isinstance(index, range | slice):
+        return (type(index).__name__, index.start, index.stop)
+    if isinstance(index, Tensor):
+        return (tuple(index.shape), tuple(index.flatten().tolist()))
+    return index
 
 
 class Recorder:
@@ -144,7 +153,7 @@ def call_cost(call: Call, config: Any, weight_bytes: int, elem: int) -> tuple[fl
     win = call.kwargs.get("window")
     keys = w if attend == "window" else length if attend == "cache" else (win.start if isinstance(win, range) else 0) + w
     lp = call.kwargs.get("logits_positions")
-    scored = w if lp is None else len(range(*lp.indices(w)))
+    scored = w if lp is None else len(range(*lp.indices(w))) if isinstance(lp, slice) else lp.shape[-1]
     d, layers, vocab = config.d_model, config.n_layers, config.padded_vocab
     kv_width = config.effective_n_kv_heads * config.head_dim
     body = weight_bytes // elem - 2 * vocab * d  # parameters outside the embedding and the head
@@ -516,8 +525,8 @@ def render(name: str, device: torch.device, floors: tuple[float, float], rows: l
         f"# `dllm-eval bench`: {name}",
         "",
         f"Device: {dev} (torch {torch.__version__}); measured copy bandwidth {floors[0] / 1e12:.2f} TB/s, "
-        f"bf16/fp32 matmul rate {floors[1] / 1e12:.0f} TFLOP/s. Gen {GEN}, block {BLOCK}; random weights, so the "
-        f"quota steps={QUOTA_STEPS} (3.2 tokens per step) stands in for tau=0.9. Each row decodes max(2, batch) "
+        f"matmul rate in the model's dtype {floors[1] / 1e12:.3g} TFLOP/s. Gen {GEN}, block {BLOCK}; the quota "
+        f"steps={QUOTA_STEPS} (3.2 tokens per step) stands in for tau=0.9 (random weights make confidences meaningless). Each row decodes max(2, batch) "
         "prompts warm (two warm-up decodes first: graphs are captured there).",
         "",
         "| scheduler | mode | prompt | batch | NFE/prompt | calls | max row NFE | tokens/s | ms/call | cached step ms "
