@@ -57,6 +57,7 @@ from tqdm import tqdm
 
 from dllm_eval import __version__, defaults
 from dllm_eval.cell_record import sandbox_min_isolation
+from dllm_eval.data import data_dir
 from dllm_eval.errors import UserError
 from dllm_eval.frontend import load_front_end
 from dllm_eval.models import EMBEDDED_MODEL_DIR
@@ -160,6 +161,7 @@ class DiffusionLM(LM):
             raise UserError(f"model_args dtype={dtype!r}; choose auto, {', '.join(DTYPES)}")
         if chat_template not in ("auto", True, False, "true", "false"):
             raise UserError(f"model_args chat_template={chat_template!r}; choose auto, true or false")
+        data_dir()  # a set-but-missing DLLM_EVAL_DATA_DIR fails now, not when the run's record is written
         self.mc_num, self.mc_batch_size, self.mc_cfg_scale = int(mc_num), int(mc_batch_size), float(mc_cfg_scale)
         if self.mc_num < 1 or self.mc_batch_size < 1 or self.mc_num % self.mc_batch_size:
             raise UserError(f"mc_num={mc_num} must be a positive multiple of mc_batch_size={mc_batch_size}")

@@ -46,6 +46,16 @@ def test_adapter_refuses_graphs_on_cpu_before_loading(tmp_path):
         DiffusionLM(scheduler="fast_dllm", compile="graphs", device="cpu")
 
 
+def test_adapter_refuses_a_missing_data_dir_before_loading(monkeypatch, tmp_path):
+    """A set-but-missing DLLM_EVAL_DATA_DIR fails at construction in one line, not after a whole
+    run's decoding when its record is written (as it once did on the GPU machine)."""
+    from dllm_eval.lm_eval_model import DiffusionLM
+
+    monkeypatch.setenv("DLLM_EVAL_DATA_DIR", str(tmp_path / "missing"))
+    with pytest.raises(UserError, match="is not a directory"):
+        DiffusionLM(scheduler="fast_dllm", device="cpu")
+
+
 SCHEDULERS = ["fast_dllm", "fast_dllm_prefix", "fast_dllm_nocache", "llada", "adaptive", "tiered_cache", "drs_v2",
               "eb_sampler", "klass", "wino", "prophet"]
 
