@@ -408,7 +408,8 @@ class DreamModel(nn.Module):
         # `source` (rows of the hidden states, extras first) is a slice where the layout allows,
         # so a contiguous window (a `range`) needs no device read and no host-to-device copy.
         source: slice | list[int]
-        if align == "fastdllm" or whole:  # in-window shift: slot 0 keeps its own state
+        in_window_shift = align == "fastdllm" or whole  # slot 0 keeps its own state
+        if in_window_shift:
             extra_t, source = None, [0, *range(width - 1)]
         elif span is not None:  # a contiguous window: one extra query, at its first position - 1
             extra_t, source = window[:1] - 1, slice(0, width)
@@ -463,7 +464,7 @@ class DreamModel(nn.Module):
         x_extra = x[:, :n_extra]
         if isinstance(source, slice):
             x = x[:, source]
-        elif source == [0, *range(width - 1)]:  # the in-window shift, as two slices
+        elif in_window_shift and extra is None:  # the in-window shift, as two slices
             x = torch.cat((x[:, :1], x[:, : width - 1]), dim=1)
         else:
             x = x[:, torch.tensor(source, device=device)]

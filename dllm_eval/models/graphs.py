@@ -26,7 +26,6 @@ on a GPU and ``none`` on a CPU.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -83,7 +82,6 @@ class GraphedModel:
             raise UserError("CUDA graphs need the model on a CUDA device")
         self.model = model
         self.compiled = compiled
-        self.forward_fn: Callable[..., Tensor] = model.forward
         self.graphs: dict[tuple, _Graph] = {}
         self.seen: dict[tuple, int] = {}  # calls so far per key: a graph is captured on a key's second call
         self.pool = torch.cuda.graph_pool_handle()
@@ -170,11 +168,11 @@ class GraphedModel:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2 if self.compiled else 1):
-                self.forward_fn(ids, attention_mask=mask, **kwargs)
+                self.model(ids, attention_mask=mask, **kwargs)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            out = self.forward_fn(ids, attention_mask=mask, **kwargs)
+            out = self.model(ids, attention_mask=mask, **kwargs)
         self.captures += 1
         return _Graph(graph, ids, mask, out)
 
