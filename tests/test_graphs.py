@@ -85,13 +85,40 @@ def test_graphs_give_the_eager_tokens_on_the_embedded_models(embedded):
             assert [t["nfe"] for t in got.traces] == [t["nfe"] for t in want.traces], name
         replays = graphed.model.replays
     assert replays > 0 and graphed.model.captures > 0
+    tensor_windows = [k for k in graphed.model.graphs if dict(k)["window"] and dict(k)["window"][0] == "tensor"]
+    if embedded == "tiny_llada":  # diverging rows of adaptive/drs ran per-row windows as graphs
+        assert tensor_windows
+    else:  # Dream's tensor-window forward reads shapes on the host: those calls stay eager
+        assert not tensor_windows
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_graphs_give_the_eager_tokens_in_bf16():
+    """bf16, the dtype users run: a replay runs the eager kernels, so the tokens stay identical."""
+    from dllm_eval.frontend import load_front_end
+    from dllm_eval.schedulers import get_scheduler
+    from dllm_eval.synth import synth_math
+
+    eager = load_front_end("tiny_llada", device="cuda", dtype=torch.bfloat16, chat=False, compile="none")
+    graphed = load_front_end("tiny_llada", device="cuda", dtype=torch.bfloat16, chat=False, compile="graphs")
+    docs = synth_math.test_docs()[:32]
+    ids, mask = eager.encode([synth_math.doc_to_text(d) for d in docs], 64)
+    ids, mask = ids.cuda(), mask.cuda()
+    for name in ("fast_dllm", "adaptive", "drs_v2"):
+        sched = get_scheduler(name, gen_length=64)
+        want = sched.generate(eager.model, ids, mask).tokens
+        for _ in range(3):
+            got = sched.generate(graphed.model, ids, mask).tokens
+        assert torch.equal(got, want), name
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fused_elementwise_pieces_match_the_plain_ones():
-    """compile=inductor swaps RMSNorm, RoPE and the SiLU gate for fused kernels: same values up
-    to fp32 rounding, and the tokens of a decode equal eager mode's on (nearly) every row."""
+    """compile=inductor swaps RMSNorm, RoPE and the SiLU gate for fused kernels and fuses the
+    projections: same values up to fp32 rounding, and the tokens of a decode equal eager mode's
+    on (nearly) every row, per-row windows (adaptive) included."""
     from dllm_eval.frontend import load_front_end
     from dllm_eval.models import fusion
     from dllm_eval.models.llada import apply_rope, rms_norm, rope_cos_sin, silu_gate
@@ -113,9 +140,11 @@ def test_fused_elementwise_pieces_match_the_plain_ones():
     fused_model = load_front_end("tiny_llada", device="cuda", dtype=torch.float32, chat=False, compile="inductor")
     docs = synth_math.test_docs()[:32]
     ids, mask = eager.encode([synth_math.doc_to_text(d) for d in docs], 64)
-    sched = get_scheduler("fast_dllm", gen_length=64)
-    want = sched.generate(eager.model, ids.cuda(), mask.cuda()).tokens
-    for _ in range(3):
-        got = sched.generate(fused_model.model, ids.cuda(), mask.cuda()).tokens
-    same = (got == want).all(dim=1).float().mean().item()
-    assert same >= 0.9, same
+    for name in ("fast_dllm", "adaptive"):
+        sched = get_scheduler(name, gen_length=64)
+        want = sched.generate(eager.model, ids.cuda(), mask.cuda()).tokens
+        for _ in range(3):
+            got = sched.generate(fused_model.model, ids.cuda(), mask.cuda()).tokens
+        same = (got == want).all(dim=1).float().mean().item()
+        assert same >= 0.9, (name, same)
+    assert fused_model.model.model.model.transformer.blocks[0].qkv is not None  # projections fused

@@ -22,6 +22,7 @@ use_cache=False) applied here only.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import platform
 import statistics
@@ -96,7 +97,8 @@ class Call:
     @property
     def key(self) -> tuple:
         """Calls with equal keys cost the same: shapes, cache use and the window's layout (per-row
-        windows and logits positions of `adaptive`/`drs` are tensors: keyed by their contents)."""
+        windows and logits positions of `adaptive`/`drs` are tensors: keyed by their shapes, which
+        set the work; their values only say which positions)."""
         k = self.kwargs
         return (self.shape, _layout(k.get("window")), k.get("attend"), k.get("write"),
                 _layout(k.get("logits_positions")), _layout(k.get("window_valid")), self.cache_length, self.masked)
@@ -107,7 +109,7 @@ def _layout(index: Any) -> Any:
     if isinstance(index, range | slice):
         return (type(index).__name__, index.start, index.stop)
     if isinstance(index, Tensor):
-        return (tuple(index.shape), tuple(index.flatten().tolist()))
+        return ("tensor", tuple(index.shape))
     return index
 
 
@@ -167,15 +169,16 @@ def call_cost(call: Call, config: Any, weight_bytes: int, elem: int) -> tuple[fl
 # ----------------------------------------------------------------------------------------------
 
 
-def llada_8b_on_device(device: torch.device, seed: int = 0) -> Any:
-    """Random weights of the real LLaDA-8B shape, drawn on the device in bf16 (the 16 GB never
-    touch the disk); same init rule as `dllm-eval random-checkpoint`."""
-    from dllm_eval.models.llada import LLADA_8B_CONFIG, LLaDAConfig, LLaDAModelLM
+def random_llada_on_device(config: Any, device: torch.device | str, dtype: torch.dtype, seed: int = 0) -> Any:
+    """A LLaDA model of `config` with random weights drawn straight on the device (an 8B model's
+    16 GB never touch the disk or the host), by the rule of `dllm-eval random-checkpoint`
+    (`models.llada.random_tensors`): N(0, 0.02), residual output projections scaled by
+    1/sqrt(2 * n_layers), norms at one."""
+    from dllm_eval.models.llada import LLaDAModelLM
 
-    config = LLaDAConfig.from_dict(LLADA_8B_CONFIG)
     with torch.device("meta"):
         model = LLaDAModelLM(config)
-    model = model.to_empty(device=device).to(torch.bfloat16)
+    model = model.to_empty(device=device).to(dtype)
     gen = torch.Generator(device=device).manual_seed(seed)
     residual = 0.02 / math.sqrt(2 * config.n_layers)
     with torch.no_grad():
@@ -186,6 +189,22 @@ def llada_8b_on_device(device: torch.device, seed: int = 0) -> Any:
                 std = residual if ".blocks." in name and name.endswith(("attn_out.weight", "ff_out.weight")) else 0.02
                 p.normal_(0.0, std, generator=gen)
     return model.eval().requires_grad_(False)
+
+
+def llada_8b_on_device(device: torch.device, seed: int = 0) -> Any:
+    """The real LLaDA-8B shape in bf16, random weights, with the head's mask-token row zeroed.
+
+    Random logits put the mask token first at some position now and then; Fast-dLLM's quota loop
+    then writes a mask back as a "decoded" token and runs past its schedule (an IndexError in the
+    reference, not in ours). A zero row gives the mask token logit 0, below the best of 126k
+    random logits (std ~1.3) everywhere, as a trained model's head does; both sides of every
+    comparison read these same weights."""
+    from dllm_eval.models.llada import LLADA_8B_CONFIG, LLaDAConfig
+
+    config = LLaDAConfig.from_dict(LLADA_8B_CONFIG)
+    model = random_llada_on_device(config, device, torch.bfloat16, seed)
+    model.model.transformer.ff_out.weight[config.mask_token_id].zero_()
+    return model
 
 
 def reference_model(ref_dir: Path, ours: Any, dtype: torch.dtype) -> tuple[Any, Callable[..., Any]]:
@@ -251,6 +270,8 @@ class Row:
     peak_gib: float = 0.0
     note: str = ""
     extra: dict[str, float] = field(default_factory=dict)
+    tokens: list[Tensor] = field(default_factory=list)  # each prompt's generated tokens (on the host)
+    same_as_eager: float | None = None  # share of prompts whose tokens equal eager mode's (compile modes)
 
     @property
     def per_call_ms(self) -> float:
@@ -300,6 +321,7 @@ def bench_row(model: Any, label: str, scheduler: str, params: dict[str, Any], pr
     started = time.perf_counter()
     for lo in range(0, prompts.shape[0], batch):
         out = sched.generate(recorder, prompts[lo: lo + batch])
+        row.tokens.extend(out.tokens.cpu())
         nfe += sum(t["nfe"] for t in out.traces)
         max_row += max(t["nfe"] for t in out.traces)  # the calls a batch needs at least
     if device.type == "cuda":
@@ -396,6 +418,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_compile_mode(m, device)
     if gpu:
         base = llada_8b_on_device(device)
+        base.fuse_projections()  # before any capture (it moves the weights); used only where turned on
         name = "random LLaDA-8B shape (8.0B parameters, bf16), drawn on the device"
     else:
         from dllm_eval.frontend import load_front_end
@@ -405,7 +428,26 @@ def run(args: argparse.Namespace) -> int:
         name = "embedded tiny_llada (fp32)"
     floors = (copy_bandwidth(device), matmul_rate(device, base.dtype))
     vocab_hi = min(int(base.config.mask_token_id), 20000)
+    out = args.out or Path("results/bench") / f"{args.workload}_{device.type}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
+    found: dict[str, Any] = {"reference": [], "fidelity": None, "gsm": None, "matches": [], "steps": []}
+
+    def publish(stage: str | None) -> str:
+        """Write the file as it stands (atomically), after every stage: a run cut short by a time
+        limit still leaves what it measured, marked partial."""
+        text = render(name, device, floors, rows, found["reference"], found["fidelity"], found["gsm"],
+                      found["matches"], found["steps"])
+        if stage is not None:
+            text = f"**Partial: this run has finished up to {stage}.**\n\n" + text
+        tmp = out.with_suffix(".md.tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(out)
+        return text
+
+    if gpu:  # the quick, independent measurements first
+        found["steps"] = step_variants(base, device, floors)
+        publish("the step variants")
     served = {m: accelerate(base, m) for m in modes}
     total, done = len(modes) * len(plan), 0
     for label, batch, length in plan:
@@ -413,20 +455,26 @@ def run(args: argparse.Namespace) -> int:
         for mode in modes:
             scheduler, params = SETTINGS[label]
             row = bench_row(served[mode], label, scheduler, params, prompts, batch, mode, floors, device)
+            eager = _find(rows, row.label, row.batch, row.prompt, "none")
+            if row.mode != "none" and eager is not None and not row.note:
+                row.same_as_eager = same_tokens(row.tokens, eager.tokens)
             rows.append(row)
             done += 1
             print(f"[{done}/{total}] {_row_text(row)}", flush=True)
+            publish(f"row {done} of {total}")
     lengths = sorted({length for label, batch, length in plan if batch == 1 and label == "fast_dllm dual q80"})
-    reference_rows = bench_reference(args.reference, base, lengths, device) if args.reference else []
-    fidelity = fidelity_numbers(args.reference, base, device) if args.fidelity else None
-    gsm = gsm8k_row(served[modes[-1]], modes[-1], floors, device, args.gsm8k_prompts) if args.gsm8k_prompts else None
-    text = render(name, device, floors, rows, reference_rows, fidelity, gsm)
-    print(text)
-    out = args.out or Path("results/bench") / f"{args.workload}_{device.type}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(out)
+    if args.reference:
+        found["reference"] = bench_reference(args.reference, base, lengths, device)
+        publish("the reference rows")
+    if args.fidelity:
+        found["fidelity"] = fidelity_numbers(args.reference, base, device)
+        publish("the fidelity numbers")
+    if gpu:
+        found["matches"] = embedded_match_rates(modes, device)
+        publish("the embedded model's match rates")
+    if args.gsm8k_prompts:
+        found["gsm"] = gsm8k_row(served[modes[-1]], modes[-1], floors, device, args.gsm8k_prompts)
+    print(publish(None))
     print(f"wrote {out}")
     return 0
 
@@ -498,6 +546,96 @@ def fidelity_numbers(ref_dir: Path | None, ours: Any, device: torch.device) -> d
     return out
 
 
+# The cached dual step timed alone as a replayed graph, with each fusion of compile=inductor on
+# or off: (compiled, fused elementwise pieces, fused projections). What each part buys.
+STEP_VARIANTS: dict[str, tuple[bool, bool, bool]] = {
+    "graphs": (False, False, False),
+    "graphs + fused projections": (True, False, True),
+    "graphs + fused elementwise": (True, True, False),
+    "inductor (both)": (True, True, True),
+}
+
+
+@dataclass
+class StepTime:
+    variant: str
+    batch: int
+    ms: float
+    hbm_floor_ms: float
+    compute_floor_ms: float
+
+
+@torch.inference_mode()
+def step_variants(base: Any, device: torch.device, floors: tuple[float, float], batches: tuple[int, ...] = (1, 8, 32),
+                  prompt: int = 256) -> list[StepTime]:
+    """The dual-cache step (block `BLOCK` right after a `prompt`-token prompt, canvas prompt + GEN,
+    writing its KV) timed alone per `STEP_VARIANTS` and batch, against its HBM and compute floors."""
+    from dllm_eval.models.graphs import GraphedModel
+
+    base.fuse_projections()  # used only where a variant turns projections on (fusion.enabled)
+    weights = sum(p.numel() * p.element_size() for p in base.parameters())
+    elem = next(iter(base.parameters())).element_size()
+    length, window = prompt + GEN, range(prompt, prompt + BLOCK)
+    out = []
+    for name, (compiled, elementwise, projections) in STEP_VARIANTS.items():
+        served = GraphedModel(base, compiled=compiled)
+        served.fusion_parts = {"elementwise": elementwise, "projections": projections}
+        for batch in batches:
+            ids = random_prompts(batch, length, min(int(base.config.mask_token_id), 20000)).to(device)
+            cache = served.static_cache(batch, length)
+            served(ids, cache=cache, write=True)  # fill the cache
+
+            step = functools.partial(served, ids[:, window.start: window.stop].contiguous(), window=window, cache=cache,
+                                     attend="cache", write=True, logits_positions=slice(0, BLOCK))
+            for _ in range(3):  # captured on its second call
+                step()
+            call = Call((batch, BLOCK), {"window": window, "attend": "cache", "write": True,
+                                         "logits_positions": slice(0, BLOCK)}, length, False)
+            moved, flops = call_cost(call, base.config, weights, elem)
+            out.append(StepTime(name, batch, 1e3 * _timed(step, device, reps=20), 1e3 * moved / floors[0],
+                                1e3 * flops / floors[1]))
+            print(f"[step] {name} b{batch}: {out[-1].ms:.2f} ms (HBM floor {out[-1].hbm_floor_ms:.2f}, "
+                  f"compute floor {out[-1].compute_floor_ms:.2f})", flush=True)
+        del served, step
+        torch.cuda.empty_cache()
+    return out
+
+
+def same_tokens(ours: list[Tensor], eager: list[Tensor]) -> float:
+    """Share of prompts whose generated tokens equal eager mode's, position for position."""
+    return sum(bool(torch.equal(a, b)) for a, b in zip(ours, eager, strict=True)) / max(1, len(eager))
+
+
+MATCH_SCHEDULERS = ("fast_dllm", "adaptive", "drs_v2")
+
+
+@torch.inference_mode()
+def embedded_match_rates(modes: list[str], device: torch.device, n: int = 64) -> list[tuple[str, str, float, int]]:
+    """(mode, scheduler, share of prompts with eager mode's tokens, prompts) on the embedded
+    tiny_llada in bf16 over `n` synth_math test prompts: a trained model's confidences, where
+    a rounding difference flips a decision only near a tie (random weights are all ties)."""
+    from dllm_eval.frontend import load_front_end
+    from dllm_eval.models import EMBEDDED_MODEL_DIR
+    from dllm_eval.schedulers import get_scheduler
+    from dllm_eval.synth import synth_math
+
+    eager = load_front_end(EMBEDDED_MODEL_DIR, device=device, dtype=torch.bfloat16, chat=False, compile="none")
+    docs = synth_math.test_docs()[:n]
+    ids, mask = eager.encode([synth_math.doc_to_text(d) for d in docs], 64)
+    ids, mask = ids.to(device), mask.to(device)
+    want = {name: get_scheduler(name, gen_length=64).generate(eager.model, ids, mask).tokens.cpu()
+            for name in MATCH_SCHEDULERS}
+    out = []
+    for mode in (m for m in modes if m != "none"):
+        served = load_front_end(EMBEDDED_MODEL_DIR, device=device, dtype=torch.bfloat16, chat=False, compile=mode)
+        for name in MATCH_SCHEDULERS:
+            sched = get_scheduler(name, gen_length=64)
+            for _ in range(3):  # the first decodes capture graphs; the last one is all replays
+                got = sched.generate(served.model, ids, mask).tokens.cpu()
+            out.append((mode, name, same_tokens(list(got), list(want[name])), len(docs)))
+    return out
+
+
 def gsm8k_row(model: Any, mode: str, floors: tuple[float, float], device: torch.device, n: int) -> Row:
     """The GSM8K-sized workload on `n` prompts of 900 tokens, batch 32, 4 tokens per step."""
     prompts = random_prompts(n, 900, min(int(model.config.mask_token_id), 20000)).to(device)
@@ -519,7 +657,8 @@ def _row_text(r: Row) -> str:
 
 
 def render(name: str, device: torch.device, floors: tuple[float, float], rows: list[Row], reference: list[Row],
-           fidelity: dict[str, float] | None, gsm: Row | None) -> str:
+           fidelity: dict[str, float] | None, gsm: Row | None,
+           matches: list[tuple[str, str, float, int]] | None = None, steps: list[StepTime] | None = None) -> str:
     dev = torch.cuda.get_device_name() if device.type == "cuda" else (platform.processor() or platform.machine())
     lines = [
         f"# `dllm-eval bench`: {name}",
@@ -530,18 +669,34 @@ def render(name: str, device: torch.device, floors: tuple[float, float], rows: l
         "prompts warm (two warm-up decodes first: graphs are captured there).",
         "",
         "| scheduler | mode | prompt | batch | NFE/prompt | calls | max row NFE | tokens/s | ms/call | cached step ms "
-        "(floor) | pure-forward s | wall s | overhead | HBM floor s | compute floor s | peak GiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "(floor) | pure-forward s | wall s | overhead | HBM floor s | compute floor s | peak GiB | same tokens as eager |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in [*rows, *reference, *([gsm] if gsm else [])]:
         if r.note:
-            lines.append(f"| {r.label} | {r.mode} | {r.prompt} | {r.batch} | n/a: {r.note} ||||||||||||")
+            lines.append(f"| {r.label} | {r.mode} | {r.prompt} | {r.batch} | n/a: {r.note} |||||||||||||")
             continue
+        same = "" if r.same_as_eager is None else f"{r.same_as_eager:.0%} of {len(r.tokens)}"
         lines.append(
             f"| {r.label} | {r.mode} | {r.prompt} | {r.batch} | {r.nfe:.1f} | {r.calls} | {r.max_row_nfe} | "
             f"{r.tokens_per_s:.1f} | {r.per_call_ms:.2f} | {r.step_ms:.2f} ({r.step_floor_ms:.2f}) | {r.pure_s:.3f} | {r.wall_s:.3f} | {r.overhead:.2f} | "
-            f"{r.hbm_floor_s:.3f} | {r.compute_floor_s:.3f} | {r.peak_gib:.1f} |")
-    lines += ["", *targets(rows, reference, fidelity, gsm, floors)]
+            f"{r.hbm_floor_s:.3f} | {r.compute_floor_s:.3f} | {r.peak_gib:.1f} | {same} |")
+    if matches:
+        lines += ["", "## bf16 tokens against eager mode, embedded model",
+                  "", "Greedy decodes of synth_math test prompts by the embedded tiny_llada in bf16 (gen 64): the "
+                  "share of prompts whose tokens equal eager mode's. `graphs` replays the eager kernels; `inductor` "
+                  "fuses elementwise pieces and projections, so its rounding differs.", "",
+                  "| mode | scheduler | same tokens as eager | prompts |", "|---|---|---:|---:|"]
+        lines += [f"| {mode} | {name} | {rate:.1%} | {n} |" for mode, name, rate, n in matches]
+    if steps:
+        lines += ["", "## The dual-cache step alone, by fusion",
+                  "", f"One cached step (block {BLOCK} after a 256-token prompt, canvas {256 + GEN}, KV written), "
+                  "replayed as a CUDA graph, median of 20; `inductor (both)` is what compile=inductor runs.", "",
+                  "| variant | batch | ms | HBM floor ms | x HBM floor | compute floor ms | x compute floor |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {t.variant} | {t.batch} | {t.ms:.2f} | {t.hbm_floor_ms:.2f} | {t.ms / t.hbm_floor_ms:.2f} | "
+                  f"{t.compute_floor_ms:.2f} | {t.ms / t.compute_floor_ms:.2f} |" for t in steps]
+    lines += ["", *targets(rows, reference, fidelity, gsm, floors, steps or [])]
     return "\n".join(lines)
 
 
@@ -551,8 +706,9 @@ def _find(rows: list[Row], label: str, batch: int, prompt: int, mode: str) -> Ro
 
 
 def targets(rows: list[Row], reference: list[Row], fidelity: dict[str, float] | None, gsm: Row | None,
-            floors: tuple[float, float]) -> list[str]:
-    """Issue 11's targets with the measured values (rows at prompt 256; best compile mode)."""
+            floors: tuple[float, float], steps: list[StepTime] | None = None) -> list[str]:
+    """Issue 11's targets with the measured values (rows at prompt 256; best compile mode; the
+    step targets from the step timed alone in the best variant)."""
     out = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     modes = [m for m in ("inductor", "graphs", "none") if any(r.mode == m for r in rows)]
     best = modes[0] if modes else "none"
@@ -560,11 +716,25 @@ def targets(rows: list[Row], reference: list[Row], fidelity: dict[str, float] | 
     def met(ok: bool | None) -> str:
         return "n/a" if ok is None else ("met" if ok else "not met")
 
+    def best_step(batch: int) -> StepTime | None:
+        return min((t for t in steps or [] if t.batch == batch), key=lambda t: t.ms, default=None)
+
     dual1 = _find(rows, "fast_dllm dual q80", 1, 256, best)
-    if dual1 is not None:
+    step1 = best_step(1)
+    if step1 is not None:
+        out.append(f"| dual-cache step at batch 1 <= 2.0x the HBM floor | {step1.ms:.2f} ms ({step1.variant}, timed "
+                   f"alone) vs floor {step1.hbm_floor_ms:.2f} ms: {step1.ms / step1.hbm_floor_ms:.2f}x "
+                   f"| {met(step1.ms <= 2 * step1.hbm_floor_ms)} |")
+    elif dual1 is not None:
         out.append(f"| dual-cache step at batch 1 <= 2.0x the HBM floor | {dual1.step_ms:.2f} ms per cached step "
                    f"(timed alone, {best}) vs floor {dual1.step_floor_ms:.2f} ms: "
                    f"{dual1.step_ms / dual1.step_floor_ms:.2f}x | {met(dual1.step_ms <= 2 * dual1.step_floor_ms)} |")
+    step32 = best_step(32)
+    if step32 is not None:
+        out.append(f"| batch-32 dual-cache step within 1.3x its compute floor | {step32.ms:.2f} ms ({step32.variant}) vs "
+                   f"floor {step32.compute_floor_ms:.2f} ms: {step32.ms / step32.compute_floor_ms:.2f}x "
+                   f"| {met(step32.ms <= 1.3 * step32.compute_floor_ms)} |")
+    if dual1 is not None:
         ref = next((r for r in reference if r.prompt == 256), None)
         if ref is not None:
             ratio = dual1.tokens_per_s / ref.tokens_per_s
@@ -573,7 +743,7 @@ def targets(rows: list[Row], reference: list[Row], fidelity: dict[str, float] | 
                        f"| {met(ratio >= 3)} |")
     dual32 = _find(rows, "fast_dllm dual q80", 32, 256, best)
     if dual32 is not None:
-        out.append(f"| batch-32 dual decode within 1.3x its compute floor | pure forwards {dual32.pure_s:.3f} s vs "
+        out.append(f"| batch-32 dual decode (every call, full refreshes too) within 1.3x its compute floor | pure forwards {dual32.pure_s:.3f} s vs "
                    f"compute floor {dual32.compute_floor_s:.3f} s: {dual32.pure_s / dual32.compute_floor_s:.2f}x; wall "
                    f"{dual32.wall_s / dual32.compute_floor_s:.2f}x | {met(dual32.wall_s <= 1.3 * dual32.compute_floor_s)} |")
     base8 = _find(rows, "fast_dllm dual q80", 8, 256, best)

@@ -32,26 +32,17 @@ SETTINGS: list[tuple[str, str, dict]] = [
 
 def random_model_on_device(shape: str, device: str):
     """A random-weight model of a named shape allocated straight on `device` in its default dtype."""
+    from dllm_eval.benchmarks.bench import random_llada_on_device
     from dllm_eval.checkpoints import SHAPES
     from dllm_eval.models.checkpoint_io import default_dtype
-    from dllm_eval.models.llada import LLaDAConfig, LLaDAModelLM
+    from dllm_eval.models.llada import LLaDAConfig
 
     dims = SHAPES[shape]
     config = LLaDAConfig(d_model=dims["d_model"], n_heads=dims["n_heads"], n_kv_heads=dims["n_heads"],
                          n_layers=dims["n_layers"], mlp_hidden_size=dims["mlp_hidden_size"],
                          vocab_size=dims["vocab_size"], embedding_size=dims["vocab_size"],
                          mask_token_id=126336 if dims["vocab_size"] > 126336 else dims["vocab_size"] - 1)
-    with torch.device("meta"):
-        model = LLaDAModelLM(config)
-    model = model.to_empty(device=device).to(default_dtype(device))
-    gen = torch.Generator(device=device).manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight") or name.endswith("ln_f.weight"):
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, 0.02, generator=gen)
-    return model.eval().requires_grad_(False)
+    return random_llada_on_device(config, device, default_dtype(device))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,7 +76,7 @@ from dllm_eval.models.checkpoint_io import (
     resolve_checkpoint,
     write_shards,
 )
-from dllm_eval.models.fusion import fusable
+from dllm_eval.models.fusion import fusable, fuse_linears, projections_fused
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -269,15 +269,21 @@ class DreamAttention(nn.Module):
         self.k_proj = nn.Linear(d, self.n_kv_heads * hd, bias=True)
         self.v_proj = nn.Linear(d, self.n_kv_heads * hd, bias=True)
         self.o_proj = nn.Linear(self.n_heads * hd, d, bias=False)
+        self.qkv: tuple[Tensor, Tensor | None] | None = None  # one matmul, once fused (compile=inductor)
 
     def forward(self, h: Tensor, cos_sin: tuple[Tensor, Tensor], attn_mask: Tensor | None,
                 kv: LayerKV | None, n_extra: int) -> Tensor:
         """`h` holds `n_extra` read-only query rows first, then the window's rows; only the
         window's keys and values are seen by the attention and by the cache."""
         bsz, t, _ = h.shape
-        q = self.q_proj(h).view(bsz, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(h).view(bsz, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(h).view(bsz, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.qkv is None or not projections_fused():
+            q, k, v = self.q_proj(h), self.k_proj(h), self.v_proj(h)
+        else:
+            kv_width = self.n_kv_heads * self.head_dim
+            q, k, v = F.linear(h, *self.qkv).split((self.n_heads * self.head_dim, kv_width, kv_width), dim=-1)
+        q = q.view(bsz, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(bsz, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(bsz, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q = apply_rope(q, *cos_sin)
         k = apply_rope(k, *cos_sin)  # rotated once, at its own position, before caching
         k, v = k[:, :, n_extra:], v[:, :, n_extra:]
@@ -297,9 +303,14 @@ class DreamMLP(nn.Module):
         self.gate_proj = nn.Linear(d, f, bias=False)
         self.up_proj = nn.Linear(d, f, bias=False)
         self.down_proj = nn.Linear(f, d, bias=False)
+        self.gate_up: Tensor | None = None  # one matmul, once fused (compile=inductor)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(silu_gate(self.gate_proj(x), self.up_proj(x)))
+        if self.gate_up is None or not projections_fused():
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        else:
+            gate, up = F.linear(x, self.gate_up).chunk(2, -1)
+        return self.down_proj(silu_gate(gate, up))
 
 
 class DreamDecoderLayer(nn.Module):
@@ -360,6 +371,18 @@ class DreamModel(nn.Module):
         self.config = config
         self.model = DreamBaseModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    def fuse_projections(self) -> None:
+        """Let q/k/v and gate/up run as one matmul each (`fusion.fuse_linears`), inside
+        `fusion.enabled()` (compile=inductor); elsewhere the separate layers run, on the same
+        storage. Idempotent. (Dream's tensor-window forward reads shapes on the host, so those
+        calls stay eager under graphs: no ``graph_tensor_windows``.)"""
+        for layer in self.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            if attn.qkv is not None:
+                continue
+            attn.qkv = fuse_linears(attn.q_proj, attn.k_proj, attn.v_proj)
+            mlp.gate_up, _ = fuse_linears(mlp.gate_proj, mlp.up_proj)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -15,12 +15,21 @@ One graph is captured per distinct call: (batch, window, attention kind, write, 
 family options), on the call's second occurrence (a one-off call costs more to capture than to
 run). A block-wise decode of G tokens in blocks of K has about 2*G/K distinct calls (the full
 forward and the cached step per block start): the cached steps are captured during the first
-decode of a shape, the full forwards during the second, and everything replays afterwards. Calls a graph cannot serve (a tensor window, a cache that is
-not the static one, extra queries) run eagerly, so every scheduler works in every mode.
+decode of a shape, the full forwards during the second, and everything replays afterwards.
 
+Windows given as tensors (per-row windows [B, W] of `adaptive`/`drs` when rows diverge, a tiered
+refresh's scattered positions) are graphed by shape, their positions copied into static buffers
+like the tokens, for families whose tensor-window forward never reads the device
+(``graph_tensor_windows = True`` on the model class; LLaDA's). Calls a graph cannot serve (such a
+window on another family, a cache that is not the static one, extra queries) run eagerly, so
+every scheduler works in every mode.
+
+``graphs`` replays exactly the eager kernels, so its tokens equal eager mode's bit for bit.
 ``inductor`` additionally runs the forward's elementwise pieces (RMSNorm, RoPE, the SiLU gate)
-as kernels fused by `torch.compile` (`models.fusion`) and captures those; ``auto`` is ``graphs``
-on a GPU and ``none`` on a CPU.
+as kernels fused by `torch.compile` (`models.fusion`) and the q/k/v and gate/up projections as
+one matmul each (`fuse_projections` in the model file), and captures those: fewer, larger
+kernels, at the price of different rounding (its token match rate with eager mode is measured by
+`dllm-eval bench`). ``auto`` is ``graphs`` on a GPU and ``none`` on a CPU.
 """
 
 from __future__ import annotations
@@ -53,19 +62,26 @@ def resolve_compile_mode(mode: str | None, device: str | torch.device) -> str:
 
 def accelerate(model: Any, mode: str) -> Any:
     """The model itself (``none``) or a `GraphedModel` serving it (``graphs``, ``inductor``)."""
-    return model if mode == "none" else GraphedModel(model, compiled=mode == "inductor")
+    if mode == "none":
+        return model
+    if mode == "inductor" and hasattr(model, "fuse_projections"):
+        model.fuse_projections()
+    return GraphedModel(model, compiled=mode == "inductor")
+
+
+# Tensor arguments a graph takes as inputs (copied into static buffers before each replay).
+TENSOR_INPUTS = ("input_ids", "attention_mask", "window", "window_valid", "logits_positions")
 
 
 class _Graph:
-    """One captured call: its static inputs and output."""
+    """One captured call: its static input buffers (by argument name) and output."""
 
-    def __init__(self, graph: torch.cuda.CUDAGraph, ids: Tensor, mask: Tensor | None, out: Tensor) -> None:
-        self.graph, self.ids, self.mask, self.out = graph, ids, mask, out
+    def __init__(self, graph: torch.cuda.CUDAGraph, inputs: dict[str, Tensor], out: Tensor) -> None:
+        self.graph, self.inputs, self.out = graph, inputs, out
 
-    def __call__(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
-        self.ids.copy_(input_ids)
-        if self.mask is not None:
-            self.mask.copy_(attention_mask)
+    def __call__(self, tensors: dict[str, Tensor]) -> Tensor:
+        for name, buffer in self.inputs.items():
+            buffer.copy_(tensors[name])
         self.graph.replay()
         return self.out.clone()  # the next replay overwrites `out`; callers may keep logits
 
@@ -82,6 +98,8 @@ class GraphedModel:
             raise UserError("CUDA graphs need the model on a CUDA device")
         self.model = model
         self.compiled = compiled
+        # what `compiled` turns on (`fusion.enabled`'s parts); `dllm-eval bench` times each alone
+        self.fusion_parts = {"elementwise": True, "projections": True}
         self.graphs: dict[tuple, _Graph] = {}
         self.seen: dict[tuple, int] = {}  # calls so far per key: a graph is captured on a key's second call
         self.pool = torch.cuda.graph_pool_handle()
@@ -116,65 +134,80 @@ class GraphedModel:
         self.cache = c
         return c
 
-    def _key(self, input_ids: Tensor, window: Any, attention_mask: Tensor | None, cache: KVCache | None,
-             attend: str, write: bool, logits_positions: slice | None, options: dict[str, Any]) -> tuple | None:
-        """The graph serving this call, or None when only the eager forward can (a tensor window,
-        a cache other than the static one, extra queries, a CPU tensor)."""
-        if options.get("extra") is not None or input_ids.device.type != "cuda":
+    def _key(self, kwargs: dict[str, Any]) -> tuple | None:
+        """The graph serving this call, or None when only the eager forward can (a tensor window
+        on a family that reads it on the host, a cache other than the static one, extra queries,
+        a CPU tensor). Tensors are keyed by shape (their values are graph inputs); ranges and
+        slices by value (they fix the shapes and offsets the step is built with)."""
+        ids, window, cache = kwargs["input_ids"], kwargs["window"], kwargs["cache"]
+        if kwargs.get("extra") is not None or ids.device.type != "cuda":
             return None
-        if window is not None and not isinstance(window, range):
+        if isinstance(window, Tensor) and not (kwargs["attend"] == "cache" and self.graph_tensor_windows):
             return None
         if cache is not None and cache is not self.cache:
             return None
-        span = None if window is None else (window.start, window.stop)
-        lp = None if logits_positions is None else (logits_positions.start, logits_positions.stop)
-        return (None if cache is None else id(cache), tuple(input_ids.shape), span, attention_mask is None,
-                attend, write, lp, tuple(sorted(options.items())))
+        if any(isinstance(v, Tensor) and k not in TENSOR_INPUTS for k, v in kwargs.items()):
+            return None  # a tensor the graph would not copy in: its values would be stale on replay
+
+        def layout(value: Any) -> Any:
+            if isinstance(value, Tensor):
+                return ("tensor", tuple(value.shape), value.dtype)
+            if isinstance(value, range | slice):
+                return (type(value).__name__, value.start, value.stop, value.step)
+            return id(value) if isinstance(value, KVCache) else value
+
+        return tuple((name, layout(value)) for name, value in sorted(kwargs.items()))
+
+    @property
+    def graph_tensor_windows(self) -> bool:
+        """Whether the family's tensor-window forward is free of host reads (so capturable)."""
+        return bool(getattr(type(self.model), "graph_tensor_windows", False))
 
     def __call__(self, input_ids: Tensor, *, window: Any = None, attention_mask: Tensor | None = None,
                  cache: KVCache | None = None, attend: str = "window", write: bool = False,
-                 logits_positions: slice | None = None, **options: Any) -> Tensor:
-        kwargs = dict(window=window, cache=cache, attend=attend, write=write, logits_positions=logits_positions,
-                      **options)
-        key = self._key(input_ids, window, attention_mask, cache, attend, write, logits_positions, options)
-        with fusion.enabled() if self.compiled else contextlib.nullcontext():
-            return self._serve(key, input_ids, attention_mask, kwargs)
+                 logits_positions: slice | Tensor | None = None, **options: Any) -> Tensor:
+        kwargs = dict(input_ids=input_ids, window=window, attention_mask=attention_mask, cache=cache, attend=attend,
+                      write=write, logits_positions=logits_positions, **options)
+        with fusion.enabled(**self.fusion_parts) if self.compiled else contextlib.nullcontext():
+            return self._serve(self._key(kwargs), kwargs)
 
     forward = __call__
 
-    def _serve(self, key: tuple | None, input_ids: Tensor, attention_mask: Tensor | None,
-               kwargs: dict[str, Any]) -> Tensor:
+    def _run(self, kwargs: dict[str, Any]) -> Tensor:
+        return self.model(kwargs["input_ids"], **{k: v for k, v in kwargs.items() if k != "input_ids"})
+
+    def _serve(self, key: tuple | None, kwargs: dict[str, Any]) -> Tensor:
         if key is None:
             self.eager_calls += 1
-            return self.model(input_ids, attention_mask=attention_mask, **kwargs)
+            return self._run(kwargs)
         graph = self.graphs.get(key)
         if graph is None:
             self.seen[key] = self.seen.get(key, 0) + 1
             if self.seen[key] < 2:  # a one-off call (a log-likelihood batch, a block's first step)
                 self.eager_calls += 1  # costs more to capture than to run
-                return self.model(input_ids, attention_mask=attention_mask, **kwargs)
-            graph = self._capture(input_ids, attention_mask, kwargs)
+                return self._run(kwargs)
+            graph = self._capture(kwargs)
             self.graphs[key] = graph
         self.replays += 1
-        return graph(input_ids, attention_mask)
+        return graph({name: kwargs[name] for name in graph.inputs})
 
-    def _capture(self, input_ids: Tensor, attention_mask: Tensor | None, kwargs: dict[str, Any]) -> _Graph:
+    def _capture(self, kwargs: dict[str, Any]) -> _Graph:
         """Warm up on a side stream, then record. The warm-up runs the call for real; every
         graphed call is idempotent on the cache (it writes what it would write again on the
         replay that follows), so running it twice leaves the same state as running it once."""
-        ids = input_ids.clone()
-        mask = None if attention_mask is None else attention_mask.clone()
+        inputs = {name: kwargs[name].clone() for name in TENSOR_INPUTS if isinstance(kwargs.get(name), Tensor)}
+        static = {**kwargs, **inputs}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2 if self.compiled else 1):
-                self.model(ids, attention_mask=mask, **kwargs)
+                self._run(static)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            out = self.model(ids, attention_mask=mask, **kwargs)
+            out = self._run(static)
         self.captures += 1
-        return _Graph(graph, ids, mask, out)
+        return _Graph(graph, inputs, out)
 
 
-__all__ = ["COMPILE_MODES", "GraphedModel", "accelerate", "resolve_compile_mode"]
+__all__ = ["COMPILE_MODES", "TENSOR_INPUTS", "GraphedModel", "accelerate", "resolve_compile_mode"]

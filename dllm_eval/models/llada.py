@@ -52,7 +52,7 @@ from dllm_eval.models.checkpoint_io import (
     resolve_checkpoint,
     write_shards,
 )
-from dllm_eval.models.fusion import fusable
+from dllm_eval.models.fusion import fusable, fuse_linears, projections_fused
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -253,6 +253,14 @@ class LLaDABlock(nn.Module):
         self.ff_proj = nn.Linear(d, config.mlp_size, bias=False)
         self.up_proj = nn.Linear(d, config.mlp_size, bias=False)
         self.ff_out = nn.Linear(config.mlp_size, d, bias=False)
+        # q/k/v and gate/up as one matmul each, once `fuse_projections` ran (compile=inductor)
+        self.qkv: Tensor | None = None
+        self.gate_up: Tensor | None = None
+
+    def fuse_projections(self) -> None:
+        if self.qkv is None:
+            self.qkv, _ = fuse_linears(self.q_proj, self.k_proj, self.v_proj)
+            self.gate_up, _ = fuse_linears(self.ff_proj, self.up_proj)
 
     def forward(
         self,
@@ -263,9 +271,14 @@ class LLaDABlock(nn.Module):
     ) -> Tensor:
         bsz, t, _ = x.shape
         h = self.attn_norm(x)
-        q = self.q_proj(h).view(bsz, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(h).view(bsz, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(h).view(bsz, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.qkv is None or not projections_fused():
+            q, k, v = self.q_proj(h), self.k_proj(h), self.v_proj(h)
+        else:
+            kv_width = self.n_kv_heads * self.head_dim
+            q, k, v = F.linear(h, self.qkv).split((self.n_heads * self.head_dim, kv_width, kv_width), dim=-1)
+        q = q.view(bsz, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(bsz, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(bsz, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         # Keys are rotated at their own positions *before* caching, so cached keys are never
         # rotated again (a position's rotation never changes within a canvas).
         q = apply_rope(q, *cos_sin)
@@ -278,7 +291,11 @@ class LLaDABlock(nn.Module):
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
         x = x + self.attn_out(att.transpose(1, 2).reshape(bsz, t, -1))
         h = self.ff_norm(x)
-        return x + self.ff_out(silu_gate(self.ff_proj(h), self.up_proj(h)))
+        if self.gate_up is None or not projections_fused():
+            gate, up = self.ff_proj(h), self.up_proj(h)
+        else:
+            gate, up = F.linear(h, self.gate_up).chunk(2, -1)
+        return x + self.ff_out(silu_gate(gate, up))
 
 
 class _Transformer(nn.Module):
@@ -320,10 +337,20 @@ class LLaDAModelLM(nn.Module):
             the window's (``logits[:, -E:]``).
     """
 
+    # `forward` with a tensor window never reads the device, so `models.graphs` may capture it
+    graph_tensor_windows = True
+
     def __init__(self, config: LLaDAConfig) -> None:
         super().__init__()
         self.config = config
         self.model = _Transformer(config)
+
+    def fuse_projections(self) -> None:
+        """Let q/k/v and gate/up run as one matmul each (`fusion.fuse_linears`), inside
+        `fusion.enabled()` (compile=inductor); elsewhere the separate layers run, on the same
+        storage. Idempotent."""
+        for block in self.model.transformer.blocks:
+            block.fuse_projections()
 
     @property
     def dtype(self) -> torch.dtype:
