@@ -34,8 +34,23 @@ def test_random_weights_follow_the_random_checkpoint_rule():
 def test_cpu_workload_writes_rows_and_targets(tmp_path):
     out = tmp_path / "bench.md"
     args = argparse.Namespace(workload="cpu", modes=None, rows="fast_dllm dual q80@1@16",
-                              gsm8k_prompts=0, reference=None, fidelity=False, out=out)
+                              gsm8k_prompts=0, reference=None, fidelity=False, out=out,
+                              experimental="")
     assert bench.run(args) == 0
     text = out.read_text()
     assert "| fast_dllm dual q80 | none | 16 | 1 |" in text
     assert "## Targets" in text and "adaptive at batch 8" not in text  # no batch-8 rows were asked for
+
+
+def test_an_unknown_experimental_switch_is_refused_in_one_line(tmp_path, monkeypatch):
+    import pytest
+
+    from dllm_eval.errors import UserError
+    from dllm_eval.models import graphs
+
+    monkeypatch.setattr(graphs, "EXPERIMENTAL", dict(graphs.EXPERIMENTAL))
+    args = argparse.Namespace(workload="cpu", modes=None, rows=None, gsm8k_prompts=0, reference=None, fidelity=False,
+                              out=tmp_path / "x.md", experimental="warp-drive")
+    with pytest.raises(UserError, match=r"warp-drive.*tensor-window-graphs"):
+        bench.run(args)
+    assert not (tmp_path / "x.md").exists()

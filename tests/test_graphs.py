@@ -62,11 +62,16 @@ SCHEDULERS = ["fast_dllm", "fast_dllm_prefix", "fast_dllm_nocache", "llada", "ad
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("tensor_window_graphs", [False, True])
 @pytest.mark.parametrize("embedded", ["tiny_llada", "tiny_dream"])
-def test_graphs_give_the_eager_tokens_on_the_embedded_models(embedded):
+def test_graphs_give_the_eager_tokens_on_the_embedded_models(embedded, tensor_window_graphs, monkeypatch):
     """fp32 on the GPU: replayed graphs run the same kernels as the eager step, so greedy tokens
-    and NFE must be identical; the test also checks that graphs were really replayed."""
+    and NFE must be identical; the test also checks that graphs were really replayed, and, with
+    the tensor-window switch on, that LLaDA's per-row windows were among them."""
     from dllm_eval.frontend import load_front_end
+    from dllm_eval.models import graphs
+
+    monkeypatch.setitem(graphs.EXPERIMENTAL, "tensor-window-graphs", tensor_window_graphs)
     from dllm_eval.schedulers import get_scheduler
     from dllm_eval.synth import synth_math
 
@@ -86,9 +91,9 @@ def test_graphs_give_the_eager_tokens_on_the_embedded_models(embedded):
         replays = graphed.model.replays
     assert replays > 0 and graphed.model.captures > 0
     tensor_windows = [k for k in graphed.model.graphs if dict(k)["window"] and dict(k)["window"][0] == "tensor"]
-    if embedded == "tiny_llada":  # diverging rows of adaptive/drs ran per-row windows as graphs
+    if embedded == "tiny_llada" and tensor_window_graphs:  # diverging adaptive/drs rows ran as graphs
         assert tensor_windows
-    else:  # Dream's tensor-window forward reads shapes on the host: those calls stay eager
+    else:  # switched off, or Dream (its tensor-window forward reads shapes on the host): eager
         assert not tensor_windows
 
 
@@ -115,7 +120,7 @@ def test_graphs_give_the_eager_tokens_in_bf16():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fused_elementwise_pieces_match_the_plain_ones():
+def test_fused_elementwise_pieces_match_the_plain_ones(monkeypatch):
     """compile=inductor swaps RMSNorm, RoPE and the SiLU gate for fused kernels and fuses the
     projections: same values up to fp32 rounding, and the tokens of a decode equal eager mode's
     on (nearly) every row, per-row windows (adaptive) included."""
@@ -136,6 +141,10 @@ def test_fused_elementwise_pieces_match_the_plain_ones():
     for a, b in zip(plain, fused):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
 
+    from dllm_eval.models import graphs
+
+    monkeypatch.setitem(graphs.EXPERIMENTAL, "fused-projections", True)
+    monkeypatch.setitem(graphs.EXPERIMENTAL, "tensor-window-graphs", True)
     eager = load_front_end("tiny_llada", device="cuda", dtype=torch.float32, chat=False, compile="none")
     fused_model = load_front_end("tiny_llada", device="cuda", dtype=torch.float32, chat=False, compile="inductor")
     docs = synth_math.test_docs()[:32]

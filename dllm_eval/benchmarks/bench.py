@@ -390,6 +390,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", type=Path, help="NVlabs/Fast-dLLM checkout (its llada/ folder): run it side by side")
     parser.add_argument("--fidelity", action="store_true", help="bf16 vs fp32 logits, ours and the reference's")
     parser.add_argument("--out", type=Path, help="markdown file (default: results/bench/<workload>_<device>.md)")
+    parser.add_argument("--experimental", default="",
+                        help="comma-separated step optimisations to turn on for this run, to measure their gain "
+                             "(models.graphs.EXPERIMENTAL: tensor-window-graphs, fused-projections)")
 
 
 def parse_rows(text: str) -> list[tuple[str, int, int]]:
@@ -412,10 +415,15 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if gpu else "cpu")
     modes = (args.modes or ("none,graphs" if gpu else "none")).split(",")
     plan = parse_rows(args.rows) if args.rows else WORKLOAD_ROWS[args.workload]
-    from dllm_eval.models.graphs import accelerate, resolve_compile_mode
+    from dllm_eval.models.graphs import EXPERIMENTAL, accelerate, resolve_compile_mode
 
     for m in modes:
         resolve_compile_mode(m, device)
+    switched = [x.strip() for x in args.experimental.split(",") if x.strip()]
+    for x in switched:
+        if x not in EXPERIMENTAL:
+            raise UserError(f"--experimental {x!r} is not a switch; choose from {', '.join(EXPERIMENTAL)}")
+        EXPERIMENTAL[x] = True
     if gpu:
         base = llada_8b_on_device(device)
         base.fuse_projections()  # before any capture (it moves the weights); used only where turned on
@@ -426,6 +434,8 @@ def run(args: argparse.Namespace) -> int:
 
         base = load_front_end(EMBEDDED_MODEL_DIR, device="cpu", compile="none").model
         name = "embedded tiny_llada (fp32)"
+    if switched:
+        name += f"; experimental switches on: {', '.join(switched)}"
     floors = (copy_bandwidth(device), matmul_rate(device, base.dtype))
     vocab_hi = min(int(base.config.mask_token_id), 20000)
     out = args.out or Path("results/bench") / f"{args.workload}_{device.type}.md"

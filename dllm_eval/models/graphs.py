@@ -18,18 +18,18 @@ forward and the cached step per block start): the cached steps are captured duri
 decode of a shape, the full forwards during the second, and everything replays afterwards.
 
 Windows given as tensors (per-row windows [B, W] of `adaptive`/`drs` when rows diverge, a tiered
-refresh's scattered positions) are graphed by shape, their positions copied into static buffers
-like the tokens, for families whose tensor-window forward never reads the device
-(``graph_tensor_windows = True`` on the model class; LLaDA's). Calls a graph cannot serve (such a
-window on another family, a cache that is not the static one, extra queries) run eagerly, so
-every scheduler works in every mode.
+refresh's scattered positions) can be graphed by shape, their positions copied into static
+buffers like the tokens, for families whose tensor-window forward never reads the device
+(``graph_tensor_windows = True`` on the model class; LLaDA's); this waits for its GPU measurement
+(`EXPERIMENTAL`). Calls a graph cannot serve (such a window on another family, a cache that is
+not the static one, extra queries) run eagerly, so every scheduler works in every mode.
 
 ``graphs`` replays exactly the eager kernels, so its tokens equal eager mode's bit for bit.
 ``inductor`` additionally runs the forward's elementwise pieces (RMSNorm, RoPE, the SiLU gate)
-as kernels fused by `torch.compile` (`models.fusion`) and the q/k/v and gate/up projections as
-one matmul each (`fuse_projections` in the model file), and captures those: fewer, larger
-kernels, at the price of different rounding (its token match rate with eager mode is measured by
-`dllm-eval bench`). ``auto`` is ``graphs`` on a GPU and ``none`` on a CPU.
+as kernels fused by `torch.compile` (`models.fusion`), and (once measured, see `EXPERIMENTAL`)
+the q/k/v and gate/up projections as one matmul each (`fuse_projections` in the model file), and
+captures those: fewer kernels, at the price of different rounding (its token match rate with
+eager mode is measured by `dllm-eval bench`). ``auto`` is ``graphs`` on a GPU and ``none`` on a CPU.
 """
 
 from __future__ import annotations
@@ -60,11 +60,19 @@ def resolve_compile_mode(mode: str | None, device: str | torch.device) -> str:
     return mode
 
 
+# Step optimisations that are written and tested on CPU but not yet measured on a GPU stay off
+# until `dllm-eval bench` shows their gain (`--experimental NAME` turns one on for a run):
+# - "tensor-window-graphs": graph per-row and scattered windows (adaptive/drs rows that diverge,
+#   tiered refreshes) instead of running them eagerly;
+# - "fused-projections": compile=inductor runs q/k/v and gate/up as one matmul each.
+EXPERIMENTAL: dict[str, bool] = {"tensor-window-graphs": False, "fused-projections": False}
+
+
 def accelerate(model: Any, mode: str) -> Any:
     """The model itself (``none``) or a `GraphedModel` serving it (``graphs``, ``inductor``)."""
     if mode == "none":
         return model
-    if mode == "inductor" and hasattr(model, "fuse_projections"):
+    if mode == "inductor" and EXPERIMENTAL["fused-projections"] and hasattr(model, "fuse_projections"):
         model.fuse_projections()
     return GraphedModel(model, compiled=mode == "inductor")
 
@@ -99,7 +107,7 @@ class GraphedModel:
         self.model = model
         self.compiled = compiled
         # what `compiled` turns on (`fusion.enabled`'s parts); `dllm-eval bench` times each alone
-        self.fusion_parts = {"elementwise": True, "projections": True}
+        self.fusion_parts = {"elementwise": True, "projections": EXPERIMENTAL["fused-projections"]}
         self.graphs: dict[tuple, _Graph] = {}
         self.seen: dict[tuple, int] = {}  # calls so far per key: a graph is captured on a key's second call
         self.pool = torch.cuda.graph_pool_handle()
@@ -160,8 +168,9 @@ class GraphedModel:
 
     @property
     def graph_tensor_windows(self) -> bool:
-        """Whether the family's tensor-window forward is free of host reads (so capturable)."""
-        return bool(getattr(type(self.model), "graph_tensor_windows", False))
+        """Whether tensor windows are graphed: switched on (`EXPERIMENTAL`) and the family's
+        tensor-window forward is free of host reads (so capturable)."""
+        return EXPERIMENTAL["tensor-window-graphs"] and bool(getattr(type(self.model), "graph_tensor_windows", False))
 
     def __call__(self, input_ids: Tensor, *, window: Any = None, attention_mask: Tensor | None = None,
                  cache: KVCache | None = None, attend: str = "window", write: bool = False,
@@ -210,4 +219,4 @@ class GraphedModel:
         return _Graph(graph, inputs, out)
 
 
-__all__ = ["COMPILE_MODES", "TENSOR_INPUTS", "GraphedModel", "accelerate", "resolve_compile_mode"]
+__all__ = ["COMPILE_MODES", "EXPERIMENTAL", "TENSOR_INPUTS", "GraphedModel", "accelerate", "resolve_compile_mode"]
