@@ -2,9 +2,8 @@
 a tensor's value on the host (a read stalls the GPU, and inside a capture it is an error).
 
 A `TorchFunctionMode` refuses every host read a forward could make (`.item()`, `.tolist()`,
-`bool()`/`int()` of a tensor, `nonzero`, boolean-mask indexing, ...), with the model files told
-that a capture is under way (`models.cache.capturing`: checks that read the device are skipped
-then). Every family's forward with a contiguous window given as a `range` must pass; a family
+`bool()`/`int()` of a tensor, `nonzero`, boolean-mask indexing, ...), with the host-side sanity
+checks off as on a GPU (`models.cache.host_checks`). Every family's forward with a contiguous window given as a `range` must pass; a family
 that declares ``graph_tensor_windows`` (LLaDA) must also pass with per-row [B, W] and scattered
 1-D windows.
 """
@@ -52,12 +51,14 @@ def test_the_guard_catches_host_reads():
 
 
 @pytest.fixture(autouse=True)
-def capture_under_way(monkeypatch):
+def as_on_a_gpu(monkeypatch):
+    """Host-side sanity checks run on a CPU only (`models.cache.host_checks`): switch them off, as
+    on a GPU, so what is checked is the forward itself."""
     from dllm_eval.models import dream, llada
 
     for module in (dream, llada):
-        if hasattr(module, "capturing"):
-            monkeypatch.setattr(module, "capturing", lambda device: True)
+        if hasattr(module, "host_checks"):
+            monkeypatch.setattr(module, "host_checks", lambda device: False)
 
 
 def family(name: str):

@@ -361,7 +361,12 @@ SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
     "fast_dllm prefix q80": ("fast_dllm", {**Q80, "cache": "prefix"}),
     "adaptive": ("adaptive", {"base_block_size": BLOCK}),
     "drs_v2": ("drs_v2", {"block_length": BLOCK}),
+    "adaptive, identical rows": ("adaptive", {"base_block_size": BLOCK}),
+    "drs_v2, identical rows": ("drs_v2", {"block_length": BLOCK}),
 }
+# Settings decoded on copies of one prompt: the rows never diverge (the target holds "with and
+# without diverging rows"; random prompts make rows diverge).
+IDENTICAL_ROWS = ("adaptive, identical rows", "drs_v2, identical rows")
 
 
 def random_prompts(n: int, length: int, vocab_hi: int, seed: int = 0) -> Tensor:
@@ -373,8 +378,8 @@ def random_prompts(n: int, length: int, vocab_hi: int, seed: int = 0) -> Tensor:
 # (a batch-32 row over a 900-token prompt costs about a minute of H200 time per compile mode)
 WORKLOAD_ROWS: dict[str, list[tuple[str, int, int]]] = {
     "llada-8b": [("fast_dllm dual q80", 1, 256), ("fast_dllm prefix q80", 1, 256), ("fast_dllm dual q80", 8, 256),
-                 ("adaptive", 8, 256), ("drs_v2", 8, 256), ("fast_dllm dual q80", 32, 256),
-                 ("fast_dllm dual q80", 1, 900)],
+                 ("adaptive", 8, 256), ("drs_v2", 8, 256), ("adaptive, identical rows", 8, 256),
+                 ("drs_v2, identical rows", 8, 256), ("fast_dllm dual q80", 32, 256), ("fast_dllm dual q80", 1, 900)],
     "cpu": [("fast_dllm dual q80", 1, 64), ("fast_dllm dual q80", 4, 64), ("adaptive", 4, 64), ("drs_v2", 4, 64)],
 }
 
@@ -462,6 +467,8 @@ def run(args: argparse.Namespace) -> int:
     total, done = len(modes) * len(plan), 0
     for label, batch, length in plan:
         prompts = random_prompts(max(2, batch), length, vocab_hi).to(device)
+        if label in IDENTICAL_ROWS:
+            prompts = prompts[:1].expand_as(prompts).contiguous()
         for mode in modes:
             scheduler, params = SETTINGS[label]
             row = bench_row(served[mode], label, scheduler, params, prompts, batch, mode, floors, device)
@@ -757,7 +764,7 @@ def targets(rows: list[Row], reference: list[Row], fidelity: dict[str, float] | 
                    f"compute floor {dual32.compute_floor_s:.3f} s: {dual32.pure_s / dual32.compute_floor_s:.2f}x; wall "
                    f"{dual32.wall_s / dual32.compute_floor_s:.2f}x | {met(dual32.wall_s <= 1.3 * dual32.compute_floor_s)} |")
     base8 = _find(rows, "fast_dllm dual q80", 8, 256, best)
-    for label in ("adaptive", "drs_v2"):
+    for label in ("adaptive", "drs_v2", *IDENTICAL_ROWS):
         r = _find(rows, label, 8, 256, best)
         if r is not None and base8 is not None:
             ratio = r.per_call_ms / base8.per_call_ms

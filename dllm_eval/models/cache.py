@@ -226,13 +226,14 @@ class KVCache:
         return self.clock
 
 
-__all__ = ["ExtraQueries", "KVCache", "LayerKV", "Window", "canvas_positions", "capturing", "per_row_inputs",
+__all__ = ["ExtraQueries", "KVCache", "LayerKV", "Window", "canvas_positions", "host_checks", "per_row_inputs",
            "resolve_window", "take_positions"]
 
-def capturing(device: torch.device) -> bool:
-    """Whether a CUDA graph is being captured on `device`'s current stream (checks that read the
-    device are skipped then: a replay would not run them anyway)."""
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+def host_checks(device: torch.device) -> bool:
+    """Whether sanity checks that read tensor values on the host run: on a CPU, where a read costs
+    nothing and the tests run; not on a GPU, where a read stalls every step and cannot be captured
+    in a CUDA graph."""
+    return device.type == "cpu"
 
 
 Window = Tensor | range  # canvas positions of a window: a device tensor, or a host `range` when contiguous

@@ -63,7 +63,7 @@ from dllm_eval.models.cache import (
     LayerKV,
     Window,
     canvas_positions,
-    capturing,
+    host_checks,
     per_row_inputs,
     resolve_window,
     take_positions,
@@ -449,7 +449,7 @@ class DreamModel(nn.Module):
         ids = input_ids
         if extra_t is not None:
             extra_ids = cache.tokens[:, extra_t]
-            if not capturing(device) and bool((extra_ids < 0).any()):
+            if host_checks(device) and bool((extra_ids < 0).any()):
                 raise ValueError(
                     "align='exact' needs the tokens just before the window's slots from the cache, but they were "
                     "never written: fill the cache with a full forward (write=True) first")
