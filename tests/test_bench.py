@@ -54,3 +54,21 @@ def test_an_unknown_experimental_switch_is_refused_in_one_line(tmp_path, monkeyp
     with pytest.raises(UserError, match=r"warp-drive.*tensor-window-graphs"):
         bench.run(args)
     assert not (tmp_path / "x.md").exists()
+
+
+def test_step_targets_read_the_step_as_inductor_runs_it():
+    """Hand-made step times: the targets judge compile=inductor's variant (fused elementwise; the
+    fused projections only once switched on), not the fastest variant shown."""
+    steps = [bench.StepTime("graphs", 1, 9.0, 4.0, 1.0), bench.StepTime("graphs + fused elementwise", 1, 7.9, 4.0, 1.0),
+             bench.StepTime("inductor (both)", 1, 7.0, 4.0, 1.0),
+             bench.StepTime("graphs + fused elementwise", 32, 28.0, 6.0, 20.0),
+             bench.StepTime("inductor (both)", 32, 25.0, 6.0, 20.0)]
+    text = "\n".join(bench.targets([], [], None, None, (1.0, 1.0), steps))
+    assert "| dual-cache step at batch 1 <= 2.0x the HBM floor | 7.90 ms (graphs + fused elementwise" in text
+    assert "1.98x | met |" in text  # 7.9 / 4.0
+    assert "| dual-cache step at batch 32 <= 1.3x its compute floor | 28.00 ms" in text
+    assert "1.40x | not met |" in text  # 28 / 20
+    rendered = bench.render("m", torch.device("cpu"), (1e9, 1e9), [], [], None, None,
+                            [("graphs", "fast_dllm", 1.0, 64), ("inductor", "adaptive", 0.953, 64)], steps)
+    assert "| inductor | adaptive | 95.3% | 64 |" in rendered
+    assert "| inductor (both) | 32 | 25.00 | 6.00 | 4.17 | 20.00 | 1.25 |" in rendered
