@@ -39,6 +39,19 @@ from dllm_eval.errors import UserError
 TIMING_FILE = "timing.json"
 
 
+def eager_front_end(model: str | Path, device: str) -> Any:
+    """The front end every timing pass decodes with (`dllm-eval timing` and eval-all's pass):
+    `load_front_end(..., compile="none")`, eager steps on every device.
+
+    Why eager: CUDA graphs are state shared by the configurations of one process (a graph captured
+    while one configuration decodes a batch shape is replayed by the next), which would favour
+    whichever configuration meets a shape second; the GPU report of 2026-12-01 measured an A/A
+    ratio of 2.55x that way. `dllm-eval bench` times graphs alone."""
+    from dllm_eval.frontend import load_front_end
+
+    return load_front_end(model, device=device, compile="none")
+
+
 @dataclass
 class TimedBatch:
     """One configuration's decode of one batch: the unit of every paired timing comparison."""
@@ -206,7 +219,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from dllm_eval.frontend import load_front_end
     from dllm_eval.matrix_config import load_matrix_config
     from dllm_eval.models import EMBEDDED_MODEL_DIR
 
@@ -219,11 +231,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 1 or args.batch < 1:
         raise UserError("--limit and --batch must be positive")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    # Eager steps on every device: CUDA graphs are state shared by the configurations of one
-    # process (a graph captured while one configuration decodes a batch shape is replayed by the
-    # next), which would favour whichever configuration meets a shape second; the GPU report of
-    # 2026-12-01 measured an A/A ratio of 2.55x that way. `dllm-eval bench` times graphs alone.
-    front = load_front_end(args.model or EMBEDDED_MODEL_DIR, device=device, compile="none")
+    front = eager_front_end(args.model or EMBEDDED_MODEL_DIR, device)
     requests = {t: build_requests(t, args.include_path, args.limit) for t in args.tasks.split(",") if t}
     total = sum(len(tier_batches(r, args.batch)) for r in requests.values()) * len(configs)
     with tqdm(total=total, desc="timing (interleaved)") as bar:

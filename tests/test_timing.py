@@ -119,3 +119,45 @@ configs:
     nfe = {r.batch: r.nfe for r in rows if r.label == "base"}
     nfe128 = {r.batch: r.nfe for r in rows128 if r.label == "base"}
     assert all(nfe128[b] > nfe[b] for b in nfe)  # four blocks of 32 to decode instead of two
+
+
+class _Sentinel(Exception):
+    pass
+
+
+def test_both_timing_passes_load_their_model_through_the_one_eager_front_end(monkeypatch, tmp_path):
+    """`eager_front_end` loads with compile="none" on every device, and eval-all's timing pass goes
+    through it (replaced here by a stub that stops the pass before any decoding)."""
+    import argparse
+
+    from dllm_eval import frontend, matrix, timing
+
+    seen = {}
+
+    def fake_load(model, device="cpu", compile="auto", **kw):
+        seen.update(model=model, device=device, compile=compile)
+        return "front"
+
+    monkeypatch.setattr(frontend, "load_front_end", fake_load)
+    assert timing.eager_front_end("tiny_llada", "cuda:0") == "front"
+    assert seen == {"model": "tiny_llada", "device": "cuda:0", "compile": "none"}
+
+    def stop(model, device):
+        seen["eager"] = (model, device)
+        raise _Sentinel
+
+    monkeypatch.setattr(timing, "eager_front_end", stop)
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text("""
+settings:
+  tasks: [synth_math]
+  timing: {limit: {cpu: 4}, batch: 2}
+baseline: base
+configs:
+  base: {scheduler: fast_dllm, params: {threshold: 0.9}, role: baseline}
+""")
+    mf = matrix.load_matrix_config(cfg)
+    settings = {"labels": ["base"], "device": "cpu", "tasks": ["synth_math"], "include_path": "tasks"}
+    with pytest.raises(_Sentinel):
+        matrix.timing_pass(argparse.Namespace(model="m", lm_eval_cmd=None, no_timing=False), mf, settings, tmp_path)
+    assert seen["eager"] == ("m", "cpu")
