@@ -688,9 +688,8 @@ def timing_pass(args: argparse.Namespace, mf: MatrixFile, settings: dict[str, An
     markers = [m.stat().st_mtime for m in run_dir.glob("raw/*/*/.done.json")]
     if out.is_file() and out.stat().st_mtime >= max(markers, default=0.0):
         return False
-    from dllm_eval.frontend import load_front_end
     from dllm_eval.models import EMBEDDED_MODEL_DIR
-    from dllm_eval.timing import build_requests, interleaved_timing, tier_batches, write_rows
+    from dllm_eval.timing import build_requests, eager_front_end, interleaved_timing, tier_batches, write_rows
 
     limit = getattr(args, "timing_limit", None) or _per_device(cfg.get("limit", 48), settings["device"], 48)
     if settings.get("limit") is not None:  # never more documents than the cells ran (a quick LIMIT=8 try)
@@ -699,8 +698,7 @@ def timing_pass(args: argparse.Namespace, mf: MatrixFile, settings: dict[str, An
     labels = [lab for lab in settings["labels"] if lab not in set(cfg.get("skip") or [])]
     common = common_params(mf, args)
     configs = {lab: (mf.configs[lab].scheduler, {**common, **mf.configs[lab].params}) for lab in labels}
-    # eager steps: CUDA graphs are state shared by the configurations of one process (see timing.py)
-    front = load_front_end(args.model or EMBEDDED_MODEL_DIR, device=settings["device"], compile="none")
+    front = eager_front_end(args.model or EMBEDDED_MODEL_DIR, settings["device"])
     requests = {t: build_requests(t, settings["include_path"], int(limit)) for t in settings["tasks"]}
     from tqdm import tqdm
 

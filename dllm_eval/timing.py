@@ -17,8 +17,22 @@ documents holds one of each tier and never counts for tier 1 alone.
 The prompts, stop strings and generation lengths are the lm-eval task's own: requests are built
 by lm-eval's task manager (`--include_path tasks`), rendered and decoded by the same front end
 as the `dllm_adaptive` adapter. Output: one JSON file with a row per (task, batch, configuration)
-(wall time, non-EOS tokens of the kept answers, NFE, documents), read by the report; and a table
-of tokens/s ratios against the baseline with paired bootstrap intervals over batches.
+(wall time, non-EOS tokens of the kept answers, canvas tokens, empty answers, NFE, documents), read
+by the report; and a table of tokens/s ratios against the baseline with paired bootstrap intervals
+over batches.
+
+Two throughput units, because they answer different questions (`THROUGHPUT_UNITS`):
+
+* kept tokens/s (`KEPT`): the non-EOS tokens of the answers as kept (cut at the stop strings)
+  per second of wall time, the useful output a user receives. It is what the seeds mean by
+  "throughput", but it rewards a configuration for writing longer answers, and it is meaningless
+  when the answers are empty (a batch whose answers are all empty has no ratio at all).
+* canvas tokens/s (`CANVAS`): canvas positions decoded (gen_length x rows) per second of wall
+  time. Two configurations decoding the same batch on the same canvas length do the same amount
+  of nominal work, so the paired per-batch ratio of canvas tokens/s is exactly the inverse ratio
+  of their wall times: a pure speed measure, valid whatever the answers contain. The
+  generation-length sweep uses it, because the embedded tiny models, trained on 64- and 96-token
+  canvases, leave most answers empty on long canvases.
 
     dllm-eval timing --schedulers fast_dllm_dual_t0.9,fast_dllm_dual_t0.9_AA,adaptive --tasks synth_math \\
         --limit 160 --batch 8 --out results/<run>/timing.json
@@ -38,6 +52,24 @@ from dllm_eval.errors import UserError
 
 TIMING_FILE = "timing.json"
 
+KEPT = "kept"
+CANVAS = "canvas"
+THROUGHPUT_UNITS = {KEPT: "kept tokens/s", CANVAS: "canvas tokens/s"}
+"""Throughput units of the timing pass, by key: the words the report prints beside a ratio."""
+
+
+def eager_front_end(model: str | Path, device: str) -> Any:
+    """The front end every timing pass decodes with (`dllm-eval timing` and eval-all's pass):
+    `load_front_end(..., compile="none")`, eager steps on every device.
+
+    Why eager: CUDA graphs are state shared by the configurations of one process (a graph captured
+    while one configuration decodes a batch shape is replayed by the next), which would favour
+    whichever configuration meets a shape second; the GPU report of 2026-12-01 measured an A/A
+    ratio of 2.55x that way. `dllm-eval bench` times graphs alone."""
+    from dllm_eval.frontend import load_front_end
+
+    return load_front_end(model, device=device, compile="none")
+
 
 @dataclass
 class TimedBatch:
@@ -52,6 +84,17 @@ class TimedBatch:
     nfe: int
     docs: list[int]
     tier: int | None = None  # the one difficulty tier of every document in the batch (None: untiered)
+    # Canvas positions decoded: gen_length x rows (None in files written before it was recorded).
+    canvas_tokens: int | None = None
+    empty: int | None = None  # rows whose kept answer has no token (None: not recorded)
+
+    def tokens(self, unit: str = KEPT) -> int | None:
+        """The numerator of tokens/s in `unit` (`KEPT` or `CANVAS`); None when not recorded."""
+        if unit == KEPT:
+            return self.gen_tokens
+        if unit == CANVAS:
+            return self.canvas_tokens
+        raise ValueError(f"unknown throughput unit {unit!r}; use one of {', '.join(THROUGHPUT_UNITS)}")
 
 
 def rotation(labels: list[str], batch: int) -> list[str]:
@@ -135,16 +178,19 @@ def interleaved_timing(front: Any, requests: dict[str, list[Request]],
                 wall = time.perf_counter() - started
                 rows.append(TimedBatch(task, b, label, position, wall, sum(decoded.gen_tokens),
                                        sum(t["nfe"] for t in decoded.output.traces), [r[0] for r in batch],
-                                       batch[0][3]))
+                                       batch[0][3], canvas_tokens=built[label].params.gen_length * len(batch),
+                                       empty=sum(1 for n in decoded.gen_tokens if n == 0)))
                 if progress is not None:
                     progress.update(1)
     return rows
 
 
 def paired_throughput(rows: list[TimedBatch], label: str, baseline: str, task: str | None = None, *,
-                      keep: Any = None, confidence_level: float = 0.95) -> Any:
-    """Tokens/s of `label` over `baseline`, paired by batch (`stats.paired_ratio`, batches as
-    units); None when the two share no batch. `keep(row) -> bool` selects batches (e.g. by tier)."""
+                      keep: Any = None, confidence_level: float = 0.95, unit: str = KEPT) -> Any:
+    """Tokens/s of `label` over `baseline` in `unit` (`KEPT` or `CANVAS`), paired by batch
+    (`stats.paired_ratio`, batches as units); None when the two share no batch, or when a shared
+    batch lacks the unit's count (a file from before canvas tokens were recorded). `keep(row) ->
+    bool` selects batches (e.g. by tier)."""
     from dllm_eval.analysis.stats import paired_ratio
 
     def pick(lab: str) -> dict[tuple[str, int], TimedBatch]:
@@ -155,25 +201,34 @@ def paired_throughput(rows: list[TimedBatch], label: str, baseline: str, task: s
     keys = sorted(a.keys() & b.keys())
     if not keys:
         return None
-    return paired_ratio([a[k].gen_tokens for k in keys], [b[k].gen_tokens for k in keys],
-                        [a[k].wall_s for k in keys], [b[k].wall_s for k in keys], confidence_level=confidence_level)
+    num_a, num_b = [a[k].tokens(unit) for k in keys], [b[k].tokens(unit) for k in keys]
+    if any(v is None for v in (*num_a, *num_b)):
+        return None
+    return paired_ratio(num_a, num_b, [a[k].wall_s for k in keys], [b[k].wall_s for k in keys],
+                        confidence_level=confidence_level)
 
 
 def summary_table(rows: list[TimedBatch], baseline: str) -> str:
-    """Markdown: per task and pooled, each configuration's tokens/s and its paired ratio to the baseline."""
+    """Markdown: per task and pooled, each configuration's kept and canvas tokens/s, its paired
+    ratios to the baseline in both units, and its share of empty answers."""
     tasks = list(dict.fromkeys(r.task for r in rows))
     labels = list(dict.fromkeys(r.label for r in rows))
-    lines = ["| task | configuration | batches | tokens/s | ratio to baseline [95% CI] |", "|---|---|---|---|---|"]
+    lines = ["| task | configuration | batches | kept tokens/s | ratio [95% CI] | canvas tokens/s | ratio [95% CI] "
+             "| empty answers |", "|---|---|---|---|---|---|---|---|"]
     for task in [*tasks, None]:
         for label in labels:
             mine = [r for r in rows if r.label == label and (task is None or r.task == task)]
-            tps = sum(r.gen_tokens for r in mine) / max(1e-9, sum(r.wall_s for r in mine))
-            if label == baseline:
-                ratio = "baseline"
-            else:
-                res = paired_throughput(rows, label, baseline, task)
-                ratio = f"{res.statistic:.3f}x [{res.low:.3f}, {res.high:.3f}]"
-            lines.append(f"| {task or 'all (pooled)'} | `{label}` | {len(mine)} | {tps:.1f} | {ratio} |")
+            wall = max(1e-9, sum(r.wall_s for r in mine))
+            cells = []
+            for unit in (KEPT, CANVAS):
+                counts = [r.tokens(unit) for r in mine]
+                cells.append("—" if any(c is None for c in counts) else f"{sum(counts) / wall:.1f}")
+                res = None if label == baseline else paired_throughput(rows, label, baseline, task, unit=unit)
+                cells.append("baseline" if label == baseline else
+                             "—" if res is None else f"{res.statistic:.3f}x [{res.low:.3f}, {res.high:.3f}]")
+            empty = [r.empty for r in mine]
+            share = "—" if any(e is None for e in empty) else f"{100 * sum(empty) / max(1, sum(len(r.docs) for r in mine)):.0f}%"
+            lines.append(f"| {task or 'all (pooled)'} | `{label}` | {len(mine)} | {' | '.join(cells)} | {share} |")
     return "\n".join(lines) + "\n"
 
 
@@ -206,7 +261,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from dllm_eval.frontend import load_front_end
     from dllm_eval.matrix_config import load_matrix_config
     from dllm_eval.models import EMBEDDED_MODEL_DIR
 
@@ -219,11 +273,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 1 or args.batch < 1:
         raise UserError("--limit and --batch must be positive")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    # Eager steps on every device: CUDA graphs are state shared by the configurations of one
-    # process (a graph captured while one configuration decodes a batch shape is replayed by the
-    # next), which would favour whichever configuration meets a shape second; the GPU report of
-    # 2026-12-01 measured an A/A ratio of 2.55x that way. `dllm-eval bench` times graphs alone.
-    front = load_front_end(args.model or EMBEDDED_MODEL_DIR, device=device, compile="none")
+    front = eager_front_end(args.model or EMBEDDED_MODEL_DIR, device)
     requests = {t: build_requests(t, args.include_path, args.limit) for t in args.tasks.split(",") if t}
     total = sum(len(tier_batches(r, args.batch)) for r in requests.values()) * len(configs)
     with tqdm(total=total, desc="timing (interleaved)") as bar:

@@ -207,3 +207,14 @@ def test_ratio_mde_by_hand() -> None:
     assert mde_ratio(0.2, 100) == pytest.approx(math.expm1(m), abs=1e-6)  # a gain: 1.0576x
     assert mde_ratio(0.2, 100, direction=-1) == pytest.approx(-math.expm1(-m), abs=1e-6)  # a saving: 0.9455x
     assert mde_ratio(math.nan, 100) == math.inf and mde_ratio(0.2, 1) == math.inf
+
+
+def test_throughput_claims_name_their_tokens_per_second_unit() -> None:
+    """Only the long-sequence claim is read in canvas tokens/s; every other throughput claim in
+    kept tokens/s; a unit the timing pass does not record is refused."""
+    units = {c.text: c.throughput_unit for c in CLAIMS if c.measure == "tps_ratio"}
+    assert units.pop("Long-sequence scaling +20-35%") == "canvas tokens/s"
+    assert units and set(units.values()) == {"kept tokens/s"}
+    assert all(c.throughput_unit is None for c in CLAIMS if c.measure != "tps_ratio")
+    with pytest.raises(ValueError, match="throughput unit"):
+        C.Claim("x", "bad", "adaptive", "tps_ratio", (1.1, 1.2), 1.0, throughput="bytes")

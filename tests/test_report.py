@@ -120,7 +120,8 @@ def test_seed_claims(summary: report.Summary) -> None:
     assert ident.versus == "drs_uniform" and ident.verdict in ("holds exactly", "fails")
     assert "identical" in ident.measured
     easy = by_text["Throughput on easy content +15-25%"]
-    assert "(tier 1)" in easy.measure and easy.unit == "batches" and easy.n == 20  # 10 batches of 16 per task
+    assert "(tier 1)" in easy.measure and easy.unit == "batches of the lm_eval cells (unpaired in time; kept tokens/s)"
+    assert easy.n == 20  # 10 batches of 16 per task
     assert easy.verdict in C.VERDICTS
 
 
@@ -176,7 +177,7 @@ def test_claim_verdicts_from_runs_with_known_effects(tmp_path: Path) -> None:
     # every claim row names its unit and n
     for c in by.values():
         if c.verdict in C.VERDICTS:
-            assert c.unit in ("documents", "batches") and c.n is not None and c.n >= C.MIN_UNITS
+            assert (c.unit == "documents" or c.unit.startswith("batches")) and c.n is not None and c.n >= C.MIN_UNITS
 
 
 def test_too_few_units_gives_no_verdict(tmp_path: Path) -> None:
@@ -185,7 +186,7 @@ def test_too_few_units_gives_no_verdict(tmp_path: Path) -> None:
                                  baseline="base", limit=16)
     by = {c.text: c for c in _summary(root).claims}
     easy = by["Throughput on easy content +15-25%"]
-    assert easy.n == 2 and easy.unit == "batches" and easy.verdict == C.TOO_FEW
+    assert easy.n == 2 and easy.unit.startswith("batches") and easy.verdict == C.TOO_FEW
     acc = by["Ablation: full system, accuracy +6.1%"]
     assert acc.n == 32 and acc.verdict != C.TOO_FEW
 

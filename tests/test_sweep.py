@@ -11,6 +11,7 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -138,13 +139,18 @@ def test_eval_all_sweep_reruns_the_sweep_configs_at_each_length_and_judges_the_c
     assert sorted({r["gen_length"] for r in summary["sweep"]}) == [64, 128, 256]
     claim = next(c for c in summary["claims"] if c["text"] == LONG)
     assert claim["verdict"] not in ("not measured", "not run") and "gen_length 256" in claim["unit"]
+    assert "canvas tokens/s" in claim["unit"]
     md = (root / "report.md").read_text()
     assert "## Generation-length sweep" in md
 
 
-def _with_sweep(tmp_path: Path, ratio: float, batches: int) -> report.Summary:
+def _with_sweep(tmp_path: Path, ratio: float, batches: int, *, canvas: bool = True) -> report.Summary:
     """A main run plus a two-length sweep whose longest length has a hand-made timing.json in which
-    `adaptive` is exactly `ratio` times the baseline's tokens/s on every batch."""
+    `adaptive` takes exactly 1/`ratio` of the baseline's wall time on every batch of 4 rows, so its
+    canvas tokens/s (256 x 4 positions per batch on both sides) is `ratio` times the baseline's.
+    Its kept answers are half as long (and empty on every third batch), so a kept-tokens/s ratio
+    would be about ratio/2 and would give another verdict. `canvas=False`: a timing.json from before
+    canvas tokens were recorded."""
     root = write_fake_matrix_run(tmp_path / "run", {"base": BASE, "adaptive": {"scheduler": "adaptive"}},
                                  baseline="base", limit=40)
     for length in (64, 256):
@@ -153,8 +159,13 @@ def _with_sweep(tmp_path: Path, ratio: float, batches: int) -> report.Summary:
                                      "adaptive": {"scheduler": "adaptive", "gen_length": length}},
                                     baseline="base", limit=40)
         if length == 256:
-            rows = [TimedBatch("synth_math", b, lab, 0, 1.0 / s, 100, 8, [b], None)
-                    for b in range(batches) for lab, s in (("base", 1.0), ("adaptive", ratio))]
+            rows = []
+            for b in range(batches):
+                docs = [4 * b + i for i in range(4)]
+                for lab, speed, kept in (("base", 1.0, 100), ("adaptive", ratio, 0 if b % 3 == 0 else 50)):
+                    rows.append(TimedBatch("synth_math", b, lab, 0, 1.0 / speed, kept, 8, docs, None,
+                                           canvas_tokens=256 * 4 if canvas else None,
+                                           empty=(4 if kept == 0 else 0) if canvas else None))
             write_rows(rows, sub / "timing.json", {"baseline": "base", "batch": 4, "device": "cpu", "gen_length": 256})
     return report.build_summary(load_run(root))
 
@@ -164,17 +175,75 @@ def _with_sweep(tmp_path: Path, ratio: float, batches: int) -> report.Summary:
     [(1.30, 24, C.SUPPORTED), (1.50, 24, C.LARGER), (1.05, 24, C.SMALLER), (0.80, 24, C.OPPOSITE),
      (1.30, 19, C.TOO_FEW)],
 )
-def test_long_sequence_claim_is_judged_on_the_longest_lengths_batches(tmp_path: Path, ratio: float, batches: int,
-                                                                     verdict: str) -> None:
+def test_long_sequence_claim_is_judged_on_the_longest_lengths_canvas_tokens(tmp_path: Path, ratio: float, batches: int,
+                                                                           verdict: str) -> None:
+    """The verdict follows the wall-time ratio (canvas tokens/s), not the kept tokens: at 1.30x the
+    claim [1.20, 1.35] is supported although the kept-token ratio (about 0.65x) would be opposite."""
     s = _with_sweep(tmp_path, ratio, batches)
     row = next(c for c in s.claims if c.text == LONG)
     assert row.verdict == verdict and row.n == batches
-    assert row.unit.startswith("batches (interleaved timing pass), gen_length 256")
+    assert row.unit.startswith("batches (interleaved timing pass; canvas tokens/s), gen_length 256")
     if batches >= C.MIN_UNITS:
         assert row.low == pytest.approx(ratio, rel=1e-6) and row.high == pytest.approx(ratio, rel=1e-6)
     by_len = {r.gen_length: r for r in s.sweep}
     assert set(by_len) == {64, 256} and by_len[256].tps["ratio"] == pytest.approx(ratio, rel=1e-6)
-    assert by_len[64].tps_unit.startswith("batches of the lm_eval cells")  # no timing.json at 64
+    assert by_len[256].tps_unit == "batches (interleaved timing pass; canvas tokens/s)"
+    assert by_len[64].tps_unit == "batches of the lm_eval cells (unpaired in time; canvas tokens/s)"  # no timing.json at 64
+    md = report.render_markdown(s, {})
+    assert "batches (interleaved timing pass; canvas tokens/s), gen_length 256 (sweep 64, 256) (n=" in md
+
+
+def test_the_other_throughput_claims_keep_the_kept_token_unit(tmp_path: Path) -> None:
+    s = _with_sweep(tmp_path, 1.30, 24)
+    rows = [c for c in s.claims if c.measure.startswith("tps_ratio") and c.text != LONG and c.verdict != "not run"]
+    assert rows and all(c.unit.endswith("kept tokens/s)") for c in rows)
+    assert [c.throughput for c in C.CLAIMS if c.measure == "tps_ratio" and c.sweep] == ["canvas"]
+    assert {c.throughput for c in C.CLAIMS if c.measure == "tps_ratio" and not c.sweep} == {"kept"}
+
+
+def test_a_timing_file_without_canvas_tokens_falls_back_to_the_cells_canvas(tmp_path: Path) -> None:
+    """An old timing.json (no canvas counts) gives no canvas ratio; the sweep then reads the canvas
+    (gen_length per document) and the wall times of the cells, and says so in the unit."""
+    s = _with_sweep(tmp_path, 1.30, 24, canvas=False)
+    row = next(c for c in s.claims if c.text == LONG)
+    assert row.unit.startswith("batches of the lm_eval cells (unpaired in time; canvas tokens/s), gen_length 256")
+
+
+def _rewrite_kept_tokens(cell: Path, empty: Any) -> None:
+    """Set gen_tokens to 0 in a cell's traces for every document where empty(doc_id) holds."""
+    for path in (cell / "traces").glob("traces_*.jsonl"):
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        for r in rows:
+            r["gen_tokens"] = 0 if empty(r["doc_id"]) else max(1, int(r["gen_tokens"]))
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def test_sweep_section_gives_the_share_of_empty_answers_and_flags_mostly_empty_lengths(tmp_path: Path) -> None:
+    """At 256 tokens 3 of every 4 adaptive answers and every second baseline answer are made empty
+    (75% and 50%); at 64 none is. The table gives those shares, and only length 256 gets the
+    warning, since only there does a share exceed one half."""
+    _with_sweep(tmp_path, 1.30, 24)
+    root = tmp_path / "run"
+    for length in (64, 256):
+        sub = root / "sweep" / f"gen{length}" / "raw"
+        _rewrite_kept_tokens(sub / "base" / "seed1234", lambda d, n=length: n == 256 and d % 2 == 0)
+        _rewrite_kept_tokens(sub / "adaptive" / "seed1234", lambda d, n=length: n == 256 and d % 4 != 0)
+    s = report.build_summary(load_run(root))
+    by_len = {r.gen_length: r for r in s.sweep}
+    assert by_len[256].empty == pytest.approx(0.75) and by_len[256].empty_base == pytest.approx(0.5)
+    assert by_len[64].empty == 0.0 and by_len[64].empty_base == 0.0
+    md = report.render_markdown(s, {})
+    warnings = [x for x in md.splitlines() if "most answers are empty" in x]
+    assert len(warnings) == 1 and "gen_length 256" in warnings[0]
+    assert "`base` 50.0%" in warnings[0] and "`adaptive` 75.0%" in warnings[0]
+    assert "| 50.0% / 75.0% |" in md and "| 0.0% / 0.0% |" in md
+    row = next(c for c in s.claims if c.text == LONG)
+    assert "most kept answers are empty" in row.reason and row.verdict == C.SUPPORTED  # speed is still judged
+
+
+def test_empty_share_ignores_documents_without_a_token_count() -> None:
+    assert report.empty_share(np.array([0.0, 1.0, 0.5, np.nan])) == pytest.approx(0.5)
+    assert np.isnan(report.empty_share(np.array([np.nan])))
 
 
 # ---------------------------------------------------------------- power line

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from dllm_eval.timing import (
+    CANVAS,
+    KEPT,
     TimedBatch,
     canvas_length,
     paired_throughput,
@@ -44,6 +46,39 @@ def test_paired_throughput_cancels_drift_shared_by_a_batch():
     assert res.statistic == pytest.approx(1.25, rel=1e-9)
     assert res.low == pytest.approx(1.25, rel=1e-6) and res.high == pytest.approx(1.25, rel=1e-6)
     assert "1.250x" in summary_table(rows, "base")
+
+
+def test_canvas_tokens_per_second_is_the_inverse_wall_time_ratio_whatever_the_answers_hold():
+    """Three batches of 4 rows on a 64-token canvas (256 positions each). `fast` takes half the
+    wall time of `base` on every batch: canvas tokens/s ratio (256*3/4.5) / (256*3/9) = 2 exactly.
+    Its kept answers are a quarter as long and all empty in batch 2, so the kept-token ratio is
+    (25+25+0)/4.5 / (300/9) = 1/3, and batch 2 has no kept-token ratio at all (2 units, not 3)."""
+    base_wall, fast_wall = [2.0, 4.0, 3.0], [1.0, 2.0, 1.5]
+    rows = []
+    for b in range(3):
+        rows.append(TimedBatch("t", b, "base", 0, base_wall[b], 100, 10, [4 * b + i for i in range(4)],
+                               canvas_tokens=256, empty=0))
+        rows.append(TimedBatch("t", b, "fast", 1, fast_wall[b], 0 if b == 2 else 25, 5, [4 * b + i for i in range(4)],
+                               canvas_tokens=256, empty=4 if b == 2 else 0))
+    canvas = paired_throughput(rows, "fast", "base", unit=CANVAS)
+    assert canvas.statistic == pytest.approx(2.0, rel=1e-12) and canvas.n == 3
+    assert canvas.low == pytest.approx(2.0, rel=1e-9) and canvas.high == pytest.approx(2.0, rel=1e-9)
+    kept = paired_throughput(rows, "fast", "base", unit=KEPT)
+    assert kept.statistic == pytest.approx((50 / 4.5) / (300 / 9), rel=1e-12) and kept.n == 2
+    table = summary_table(rows, "base")
+    fast_pooled = next(x for x in table.splitlines() if x.startswith("| all (pooled) | `fast`"))
+    # kept 50/4.5 = 11.1 tokens/s, canvas 768/4.5 = 170.7 tokens/s, 4 of 12 answers empty
+    assert "| 11.1 |" in fast_pooled and "| 170.7 | 2.000x [2.000, 2.000] |" in fast_pooled and fast_pooled.endswith("| 33% |")
+
+
+def test_rows_without_canvas_tokens_give_no_canvas_ratio():
+    """A timing.json written before canvas tokens were recorded: no canvas ratio (None), never one
+    made up from the kept tokens; the kept-token ratio is still there."""
+    rows = [TimedBatch("t", b, lab, 0, w, 100, 8, [b]) for b in range(4) for lab, w in (("base", 1.0), ("fast", 0.5))]
+    assert paired_throughput(rows, "fast", "base", unit=CANVAS) is None
+    assert paired_throughput(rows, "fast", "base").statistic == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="throughput unit"):
+        rows[0].tokens("bytes")
 
 
 @pytest.mark.slow
@@ -98,6 +133,7 @@ configs:
     assert matrix.timing_pass(args, mf, settings, tmp_path)
     meta, rows = read_rows(tmp_path / "timing.json")
     assert meta["labels"] == ["base", "aa"] and meta["batch"] == 2 and meta["gen_length"] is None
+    assert all(r.canvas_tokens == 64 * len(r.docs) and 0 <= r.empty <= len(r.docs) for r in rows)  # synth_math: 64
     # 4 documents of tiers 1-4: tier-homogeneous batches hold one document each
     assert sorted({(r.label, r.batch) for r in rows}) == [(lab, b) for lab in ("aa", "base") for b in range(4)]
     assert not matrix.timing_pass(args, mf, settings, tmp_path)  # already there: kept
@@ -116,6 +152,49 @@ configs:
                               mf, settings, long_dir)
     meta128, rows128 = read_rows(long_dir / "timing.json")
     assert meta128["gen_length"] == 128
+    assert all(r.canvas_tokens == 128 * len(r.docs) for r in rows128)
     nfe = {r.batch: r.nfe for r in rows if r.label == "base"}
     nfe128 = {r.batch: r.nfe for r in rows128 if r.label == "base"}
     assert all(nfe128[b] > nfe[b] for b in nfe)  # four blocks of 32 to decode instead of two
+
+
+class _Sentinel(Exception):
+    pass
+
+
+def test_both_timing_passes_load_their_model_through_the_one_eager_front_end(monkeypatch, tmp_path):
+    """`eager_front_end` loads with compile="none" on every device, and eval-all's timing pass goes
+    through it (replaced here by a stub that stops the pass before any decoding)."""
+    import argparse
+
+    from dllm_eval import frontend, matrix, timing
+
+    seen = {}
+
+    def fake_load(model, device="cpu", compile="auto", **kw):
+        seen.update(model=model, device=device, compile=compile)
+        return "front"
+
+    monkeypatch.setattr(frontend, "load_front_end", fake_load)
+    assert timing.eager_front_end("tiny_llada", "cuda:0") == "front"
+    assert seen == {"model": "tiny_llada", "device": "cuda:0", "compile": "none"}
+
+    def stop(model, device):
+        seen["eager"] = (model, device)
+        raise _Sentinel
+
+    monkeypatch.setattr(timing, "eager_front_end", stop)
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text("""
+settings:
+  tasks: [synth_math]
+  timing: {limit: {cpu: 4}, batch: 2}
+baseline: base
+configs:
+  base: {scheduler: fast_dllm, params: {threshold: 0.9}, role: baseline}
+""")
+    mf = matrix.load_matrix_config(cfg)
+    settings = {"labels": ["base"], "device": "cpu", "tasks": ["synth_math"], "include_path": "tasks"}
+    with pytest.raises(_Sentinel):
+        matrix.timing_pass(argparse.Namespace(model="m", lm_eval_cmd=None, no_timing=False), mf, settings, tmp_path)
+    assert seen["eager"] == ("m", "cpu")

@@ -34,11 +34,13 @@ from dllm_eval.analysis.loading import RunData, load_run
 from dllm_eval.analysis.stats import pareto_front
 from dllm_eval.errors import UserError
 from dllm_eval.matrix_config import sweep_dirs
+from dllm_eval.timing import CANVAS, KEPT, THROUGHPUT_UNITS
 
 __all__ = ["Summary", "build_summary", "render_markdown", "write_report"]
 
 CONTROL_ROLES = ("control_aa", "control_degraded")
 N_RESAMPLES = 4999
+MOSTLY_EMPTY = 0.5  # a share of empty kept answers above which a length's accuracy is flagged as no verdict
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,8 +155,10 @@ class SweepRow:
     delta_high: float
     nfe: dict[str, float] = field(default_factory=dict)
     tps: dict[str, float] = field(default_factory=dict)
-    tps_unit: str = "batches"
+    tps_unit: str = "batches"  # the independent unit and the tokens/s unit of ``tps`` (e.g. canvas tokens/s)
     tps_n: int | None = None
+    empty: float = math.nan  # share of this configuration's kept answers with no token (lm_eval cells)
+    empty_base: float = math.nan  # the same for the baseline
 
 
 @dataclass
@@ -323,10 +327,11 @@ def verdict(delta: float, p_adj: float, mde: float, alpha: float, min_effect: fl
 
 
 def _timed(run: RunData, label: str, base: str, task: str | None, *, tiers: tuple[int, ...] | None = None,
-           confidence_level: float = 0.95) -> stats.RatioResult | None:
-    """Tokens/s ratio from the interleaved timing pass (`<run>/timing.json`), batches as units;
-    None when the run has no timing for both labels. With `tiers`, only batches whose documents
-    all belong to those tiers count."""
+           confidence_level: float = 0.95, unit: str = KEPT) -> stats.RatioResult | None:
+    """Tokens/s ratio in ``unit`` (kept or canvas tokens/s, `dllm_eval.timing`) from the interleaved
+    timing pass (`<run>/timing.json`), batches as units; None when the run has no timing for both
+    labels (or none in that unit). With `tiers`, only batches whose documents all belong to those
+    tiers count."""
     if not run.timing:
         return None
     from dllm_eval.timing import TimedBatch, paired_throughput
@@ -340,7 +345,7 @@ def _timed(run: RunData, label: str, base: str, task: str | None, *, tiers: tupl
         def keep(row: TimedBatch) -> bool:
             return all(tier_of.get((row.task, d)) in tiers for d in row.docs)
 
-    return paired_throughput(rows, label, base, task, keep=keep, confidence_level=confidence_level)
+    return paired_throughput(rows, label, base, task, keep=keep, confidence_level=confidence_level, unit=unit)
 
 
 def _compare(
@@ -507,9 +512,10 @@ def _power(idx: _Index, run: RunData, labels: list[str], base: str, alpha: float
 
 
 def _sweep_rows(sweep_runs: dict[int, RunData], base: str, alpha: float) -> list[SweepRow]:
-    """Each length of the generation-length sweep: accuracy (pooled paired Δ, 95%), NFE and tokens/s
-    ratios (the interleaved timing pass at that length when it ran, else the cells) per configuration.
-    Descriptive and unadjusted; only the seed claim at the longest length enters the claims family."""
+    """Each length of the generation-length sweep: accuracy (pooled paired Δ, 95%), the share of
+    empty kept answers, NFE and canvas tokens/s ratios (the interleaved timing pass at that length
+    when it ran, else the cells) per configuration. Descriptive and unadjusted; only the seed claim
+    at the longest length enters the claims family."""
     out: list[SweepRow] = []
     for length, sub in sweep_runs.items():
         sbase = _resolve_baseline(sub, base)
@@ -526,6 +532,7 @@ def _sweep_rows(sweep_runs: dict[int, RunData], base: str, alpha: float) -> list
                            d.statistic, d.low, d.high)
             if _has(pool["na"]) and _has(pool["nb"]):
                 row.nfe = _ratio_dict(stats.paired_ratio(pool["na"], pool["nb"], n_resamples=N_RESAMPLES, rng=rs + 1))
+            row.empty, row.empty_base = empty_share(pool["ea"]), empty_share(pool["eb"])
             r, row.tps_unit = _sweep_tps(sub, idx, lab, sbase, 1 - alpha)
             if r is not None:
                 row.tps, row.tps_n = _ratio_dict(r), r.n
@@ -533,18 +540,31 @@ def _sweep_rows(sweep_runs: dict[int, RunData], base: str, alpha: float) -> list
     return out
 
 
-def _sweep_tps(sub: RunData, idx: _Index, lab: str, base: str, level: float) -> tuple[stats.RatioResult | None, str]:
-    """Tokens/s of ``lab`` over ``base`` in one sweep sub-run: paired by batch from its interleaved
-    timing pass, else from its cells (documents clustered by batch, unpaired in time)."""
-    r = _timed(sub, lab, base, None, confidence_level=level)
+def empty_share(per_doc: np.ndarray) -> float:
+    """The share of kept answers that are empty, from per-document shares over seeds (NaN where a
+    document has no token count); NaN when no document has one."""
+    x = np.asarray(per_doc, dtype=float)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else math.nan
+
+
+def _sweep_tps(sub: RunData, idx: _Index, lab: str, base: str, level: float,
+               unit: str = CANVAS) -> tuple[stats.RatioResult | None, str]:
+    """Tokens/s of ``lab`` over ``base`` in ``unit`` (canvas tokens/s unless told) in one sweep
+    sub-run: paired by batch from its interleaved timing pass, else from its cells (documents
+    clustered by batch, unpaired in time). The second value names the independent unit and the
+    tokens/s unit, as the report prints them."""
+    words = THROUGHPUT_UNITS[unit]
+    r = _timed(sub, lab, base, None, confidence_level=level, unit=unit)
     if r is not None:
-        return r, "batches (interleaved timing pass)"
+        return r, f"batches (interleaved timing pass; {words})"
     pool = _pooled(idx, sub, lab, base, None)
-    if pool is None or not all(_has(pool[k]) for k in ("ta", "tb", "sa", "sb")):
+    num_a, num_b = ("ga", "gb") if unit == CANVAS else ("ta", "tb")
+    if pool is None or not all(_has(pool[k]) for k in (num_a, num_b, "sa", "sb")):
         return None, "no timing"
-    r = stats.paired_ratio(pool["ta"], pool["tb"], pool["sa"], pool["sb"], clusters=pool["cl"], confidence_level=level,
+    r = stats.paired_ratio(pool[num_a], pool[num_b], pool["sa"], pool["sb"], clusters=pool["cl"], confidence_level=level,
                            n_resamples=N_RESAMPLES, rng=_seed_for("sweep-tps", lab))
-    return r, "batches of the lm_eval cells (unpaired in time)"
+    return r, f"batches of the lm_eval cells (unpaired in time; {words})"
 
 
 def _tier_rows(idx: _Index, run: RunData, task: str, labels: list[str], base: str, alpha: float) -> list[TierRow]:
@@ -803,8 +823,12 @@ def _pooled(idx: _Index, run: RunData, lab: str, base: str, tiers: tuple[int, ..
         for name, who, col in (
             ("ca", lab, "correct"), ("cb", base, "correct"), ("na", lab, "nfe"), ("nb", base, "nfe"),
             ("ta", lab, "gen_tokens"), ("tb", base, "gen_tokens"), ("sa", lab, "cost_s"), ("sb", base, "cost_s"),
+            ("ga", lab, "gen_length"), ("gb", base, "gen_length"),
         ):
             parts.setdefault(name, []).append(_dm(idx.matrix(who, task, col))[mask])
+        for name, who in (("ea", lab), ("eb", base)):  # per document: the share of its seeds with an empty answer
+            kept = idx.matrix(who, task, "gen_tokens").astype(float)
+            parts.setdefault(name, []).append(_dm(np.where(np.isfinite(kept), kept == 0, np.nan))[mask])
         parts.setdefault("cl", []).append(cl)
         hit_a = [(m or {}).get("cache_hit_rate") for m in idx.matrix(lab, task, "trace_metrics")[:, 0]]
         hit_b = [(m or {}).get("cache_hit_rate") for m in idx.matrix(base, task, "trace_metrics")[:, 0]]
@@ -880,7 +904,8 @@ def _sweep_claim(c: Claim, row: ClaimRow, sweep_runs: dict[int, RunData], base: 
         row.reason = f"{c.scheduler} was not in the sweep (settings.sweep.configs)"
         return row
     row.scheduler = lab
-    r, unit = _sweep_tps(sub, _Index(sub), lab, sbase, level)
+    idx = _Index(sub)
+    r, unit = _sweep_tps(sub, idx, lab, sbase, level, c.throughput)
     row.unit = f"{unit}, gen_length {longest} (sweep {', '.join(map(str, sweep_runs))})"
     if r is None:
         row.measured, row.verdict = "no timing", claims_mod.NOT_MEASURABLE
@@ -888,6 +913,13 @@ def _sweep_claim(c: Claim, row: ClaimRow, sweep_runs: dict[int, RunData], base: 
     lo, hi, mde = _fill_ratio(row, r, a_each, claims_mod.claim_direction(c.claimed, c.null or 1.0))
     dec = decide_claim(c, lo, hi, mde=mde, n=row.n)
     row.verdict, row.reason, row.low, row.high = dec.verdict, dec.reason, lo, hi
+    pool = _pooled(idx, sub, lab, sbase, None)
+    if pool is not None:
+        shares = {who: empty_share(pool[k]) for who, k in ((sbase, "eb"), (lab, "ea"))}
+        if any(v > MOSTLY_EMPTY for v in shares.values()):
+            row.reason += (f"; at gen_length {longest} most kept answers are empty ("
+                           + ", ".join(f"`{w}` {100 * v:.0f}%" for w, v in shares.items())
+                           + "): the ratio measures decoding speed only, not useful output")
     return row
 
 
@@ -967,12 +999,14 @@ def _claims(idx: _Index, run: RunData, labels: list[str], base: str, tasks: list
             if c.measure == "nfe_ratio":
                 r = stats.paired_ratio(pool["na"], pool["nb"], confidence_level=level, n_resamples=N_RESAMPLES, rng=rs)
             elif c.measure == "tps_ratio":
-                r = _timed(run, lab, versus, None, tiers=c.tiers, confidence_level=level)
+                r = _timed(run, lab, versus, None, tiers=c.tiers, confidence_level=level, unit=c.throughput)
                 if r is not None:
-                    row.unit = "batches (interleaved timing pass)"
+                    row.unit = f"batches (interleaved timing pass; {c.throughput_unit})"
                 else:
-                    r = stats.paired_ratio(pool["ta"], pool["tb"], pool["sa"], pool["sb"], clusters=pool["cl"],
+                    num_a, num_b = ("ga", "gb") if c.throughput == CANVAS else ("ta", "tb")
+                    r = stats.paired_ratio(pool[num_a], pool[num_b], pool["sa"], pool["sb"], clusters=pool["cl"],
                                            confidence_level=level, n_resamples=N_RESAMPLES, rng=rs)
+                    row.unit = f"batches of the lm_eval cells (unpaired in time; {c.throughput_unit})"
             else:
                 if not (_has(pool["ha"]) and _has(pool["hb"])):
                     who = versus if _has(pool["ha"]) else lab
@@ -1346,31 +1380,55 @@ def _render_claims_table(s: Summary) -> list[str]:
 
 
 def _render_sweep(s: Summary) -> list[str]:
-    """The generation-length sweep: per length, accuracy and cost against the baseline (descriptive)."""
+    """The generation-length sweep: per length, accuracy, empty answers and cost against the
+    baseline (descriptive), and a plain warning at each length where most answers are empty."""
     if not s.sweep:
         return []
     lengths = sorted({r.gen_length for r in s.sweep})
     L = ["## Generation-length sweep", "",
          f"The sweep configurations and the baseline rerun with the canvas fixed to {', '.join(map(str, lengths))} tokens "
          f"(`eval-all --gen-lengths`; sub-runs under `sweep/gen<L>/`), pooled over the tasks. The answer is cut at each "
-         "task's stop strings as always, so a longer canvas pads what the schedulers decode and cache. Δ and the ratios are "
-         "unadjusted 95% intervals (descriptive); the seed claim \"long-sequence scaling\" is judged at the longest length "
-         "in *Seed claims*.", ""]
+         "task's stop strings as always, so a longer canvas pads what the schedulers decode and cache. Accuracy and empty "
+         "answers come from the lm_eval cells (an answer is empty when nothing is kept before its first stop string or EOS). "
+         "Throughput is **canvas tokens/s** (canvas positions decoded, gen_length × rows, per second of wall time): at one "
+         "length both configurations decode the same canvas, so its paired ratio is the inverse wall-time ratio, a speed "
+         "measure whatever the answers hold; the unit column names the unit each row used. Δ and the ratios are unadjusted "
+         "95% intervals (descriptive); the seed claim \"long-sequence scaling\" is judged at the longest length in "
+         "*Seed claims*.", ""]
     rows = []
     for r in s.sweep:
         rows.append([str(r.gen_length), f"`{r.label}`", str(r.n_docs), f"{_pct(r.acc_base)} → {_pct(r.acc)}",
-                     f"{_pts(r.delta)} [{_pts(r.delta_low)}, {_pts(r.delta_high)}]", _ratio(r.nfe),
+                     f"{_pts(r.delta)} [{_pts(r.delta_low)}, {_pts(r.delta_high)}]",
+                     f"{_pct(r.empty_base)} / {_pct(r.empty)}", _ratio(r.nfe),
                      _ratio(r.tps), f"{r.tps_unit} (n={r.tps_n})" if r.tps_n is not None else r.tps_unit])
     L += _table(["gen_length", "Configuration", "Documents", "Accuracy (baseline → it)", "Δ pts [95% CI]",
-                 "NFE ratio [95% CI]", "tokens/s ratio [95% CI]", "Timing unit (n)"], rows)
+                 "Empty answers (baseline / it)", "NFE ratio [95% CI]", "Throughput ratio [95% CI]", "Unit (n)"], rows)
+    L += _sweep_warnings(s.sweep, s.baseline)
     for lab in dict.fromkeys(r.label for r in s.sweep):
         mine = sorted((r for r in s.sweep if r.label == lab and r.tps), key=lambda r: r.gen_length)
         if len(mine) >= 2 and mine[0].tps.get("ratio"):
             growth = mine[-1].tps["ratio"] / mine[0].tps["ratio"]
-            L += [f"- `{lab}`: tokens/s ratio {mine[0].tps['ratio']:.2f}× at {mine[0].gen_length} tokens, "
+            unit = "" if len({r.tps_unit for r in (mine[0], mine[-1])}) == 1 else " (the two lengths used different units)"
+            L += [f"- `{lab}`: throughput ratio {mine[0].tps['ratio']:.2f}× at {mine[0].gen_length} tokens, "
                   f"{mine[-1].tps['ratio']:.2f}× at {mine[-1].gen_length} ({growth:.2f}× the short-canvas ratio; "
-                  "point estimates)."]
+                  f"point estimates){unit}."]
     return [*L, ""]
+
+
+def _sweep_warnings(sweep: list[SweepRow], baseline: str) -> list[str]:
+    """One line per length at which more than MOSTLY_EMPTY of some configuration's kept answers are
+    empty: its accuracy there says that the model fails to answer on that canvas, not which
+    scheduler is better, so it is no verdict."""
+    out = []
+    for length in sorted({r.gen_length for r in sweep}):
+        mine = [r for r in sweep if r.gen_length == length]
+        shares = {baseline: mine[0].empty_base, **{r.label: r.empty for r in mine}}
+        if any(math.isfinite(v) and v > MOSTLY_EMPTY for v in shares.values()):
+            who = ", ".join(f"`{k}` {_pct(v)}" for k, v in shares.items())
+            out.append(f"- **gen_length {length}: most answers are empty** ({who} of kept answers). Accuracy and its "
+                       "Δ at this length measure the model failing to answer on a canvas this long, not the schedulers: "
+                       "read them as no verdict. The canvas tokens/s ratio still measures speed.")
+    return out
 
 
 def _render_sequential(s: Summary) -> list[str]:
