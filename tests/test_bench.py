@@ -4,18 +4,21 @@ the CPU quick-check workload end to end (the GPU workloads run on the device mac
 from __future__ import annotations
 
 import argparse
+import json
 import math
 
+import pytest
 import torch
 
 from dllm_eval.benchmarks import bench
+from dllm_eval.errors import UserError
 from dllm_eval.models.llada import LLaDAConfig
 
 
 def test_same_tokens_counts_whole_prompts():
     a = [torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6]), torch.tensor([7, 8, 9])]
     b = [torch.tensor([1, 2, 3]), torch.tensor([4, 5, 0]), torch.tensor([7, 8, 9])]
-    assert bench.same_tokens(a, b) == 2 / 3
+    assert bench.same_tokens([bench.token_hash(x) for x in a], [bench.token_hash(x) for x in b]) == 2 / 3
 
 
 def test_random_weights_follow_the_random_checkpoint_rule():
@@ -31,26 +34,36 @@ def test_random_weights_follow_the_random_checkpoint_rule():
     assert abs(float(params["model.transformer.ff_out.weight"].std()) - 0.02) < 0.001
 
 
-def test_cpu_workload_writes_rows_and_targets(tmp_path):
+def test_cpu_workload_writes_rows_and_targets_and_resumes(tmp_path):
     out = tmp_path / "bench.md"
     args = argparse.Namespace(workload="cpu", modes=None, rows="fast_dllm dual q80@1@16",
                               gsm8k_prompts=0, reference=None, fidelity=False, out=out,
-                              experimental="")
+                              experimental="", resume=False)
     assert bench.run(args) == 0
     text = out.read_text()
-    assert "| fast_dllm dual q80 | none | 16 | 1 |" in text
+    assert "| fast_dllm dual q80 | none | 16 | 1 |" in text and "Partial" not in text
     assert "## Targets" in text and "adaptive at batch 8" not in text  # no batch-8 rows were asked for
+    first = json.loads(out.with_suffix(".json").read_text())["rows"][0]
+
+    # --resume keeps the measured row (its very numbers) and measures only the new one
+    args.rows, args.resume = "fast_dllm dual q80@1@16;fast_dllm dual q80@2@16", True
+    assert bench.run(args) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [(r["batch"], r["prompt"]) for r in rows] == [(1, 16), (2, 16)]
+    assert rows[0] == first
+    assert "| fast_dllm dual q80 | none | 16 | 2 |" in out.read_text()
+
+    args.experimental = "fused-projections"  # another configuration: its numbers must not be mixed in
+    with pytest.raises(UserError, match="--resume"):
+        bench.run(args)
 
 
 def test_an_unknown_experimental_switch_is_refused_in_one_line(tmp_path, monkeypatch):
-    import pytest
-
-    from dllm_eval.errors import UserError
     from dllm_eval.models import graphs
 
     monkeypatch.setattr(graphs, "EXPERIMENTAL", dict(graphs.EXPERIMENTAL))
     args = argparse.Namespace(workload="cpu", modes=None, rows=None, gsm8k_prompts=0, reference=None, fidelity=False,
-                              out=tmp_path / "x.md", experimental="warp-drive")
+                              out=tmp_path / "x.md", experimental="warp-drive", resume=False)
     with pytest.raises(UserError, match=r"warp-drive.*tensor-window-graphs"):
         bench.run(args)
     assert not (tmp_path / "x.md").exists()

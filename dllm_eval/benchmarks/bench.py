@@ -22,7 +22,10 @@ use_cache=False) applied here only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import hashlib
+import json
 import math
 import platform
 import statistics
@@ -271,7 +274,7 @@ class Row:
     peak_gib: float = 0.0
     note: str = ""
     extra: dict[str, float] = field(default_factory=dict)
-    tokens: list[Tensor] = field(default_factory=list)  # each prompt's generated tokens (on the host)
+    token_hashes: list[str] = field(default_factory=list)  # each prompt's generated tokens, hashed
     same_as_eager: float | None = None  # share of prompts whose tokens equal eager mode's (compile modes)
 
     @property
@@ -322,7 +325,7 @@ def bench_row(model: Any, label: str, scheduler: str, params: dict[str, Any], pr
     started = time.perf_counter()
     for lo in range(0, prompts.shape[0], batch):
         out = sched.generate(recorder, prompts[lo: lo + batch])
-        row.tokens.extend(out.tokens.cpu())
+        row.token_hashes.extend(token_hash(t) for t in out.tokens.cpu())
         nfe += sum(t["nfe"] for t in out.traces)
         max_row += max(t["nfe"] for t in out.traces)  # the calls a batch needs at least
     if device.type == "cuda":
@@ -396,6 +399,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", type=Path, help="NVlabs/Fast-dLLM checkout (its llada/ folder): run it side by side")
     parser.add_argument("--fidelity", action="store_true", help="bf16 vs fp32 logits, ours and the reference's")
     parser.add_argument("--out", type=Path, help="markdown file (default: results/bench/<workload>_<device>.md)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep what an earlier run of the same workload measured (the .json next to --out) and "
+                             "measure only the rest: a long GPU bench can be split over several calls")
     parser.add_argument("--experimental", default="",
                         help="comma-separated step optimisations to turn on for this run, to measure their gain "
                              "(models.graphs.EXPERIMENTAL: tensor-window-graphs, fused-projections)")
@@ -415,6 +421,20 @@ def parse_rows(text: str) -> list[tuple[str, int, int]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`dllm-eval bench`, with the --experimental switches on for this run only."""
+    switched = [x.strip() for x in args.experimental.split(",") if x.strip()]
+    for x in switched:
+        if x not in EXPERIMENTAL:
+            raise UserError(f"--experimental {x!r} is not a switch; choose from {', '.join(EXPERIMENTAL)}")
+    before = dict(EXPERIMENTAL)
+    EXPERIMENTAL.update(dict.fromkeys(switched, True))
+    try:
+        return _run(args, switched)
+    finally:
+        EXPERIMENTAL.update(before)
+
+
+def _run(args: argparse.Namespace, switched: list[str]) -> int:
     gpu = args.workload != "cpu"
     if gpu and not torch.cuda.is_available():
         raise UserError(f"--workload {args.workload} needs a CUDA GPU; use --workload cpu here")
@@ -425,11 +445,6 @@ def run(args: argparse.Namespace) -> int:
 
     for m in modes:
         resolve_compile_mode(m, device)
-    switched = [x.strip() for x in args.experimental.split(",") if x.strip()]
-    for x in switched:
-        if x not in EXPERIMENTAL:
-            raise UserError(f"--experimental {x!r} is not a switch; choose from {', '.join(EXPERIMENTAL)}")
-        EXPERIMENTAL[x] = True
     if gpu:
         base = llada_8b_on_device(device)
         base.fuse_projections()  # before any capture (it moves the weights); used only where turned on
@@ -442,26 +457,36 @@ def run(args: argparse.Namespace) -> int:
         name = "embedded tiny_llada (fp32)"
     if switched:
         name += f"; experimental switches on: {', '.join(switched)}"
-    floors = (copy_bandwidth(device), matmul_rate(device, base.dtype))
-    vocab_hi = min(int(base.config.mask_token_id), 20000)
     out = args.out or Path("results/bench") / f"{args.workload}_{device.type}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
+    state = out.with_suffix(".json")  # what this file's runs measured, for --resume
     rows: list[Row] = []
     found: dict[str, Any] = {"reference": [], "fidelity": None, "gsm": None, "matches": [], "steps": []}
+    if getattr(args, "resume", False) and state.is_file():
+        saved_name, floors, rows, found = load_state(state)
+        if saved_name != name:
+            raise UserError(f"--resume: {state} was measured on {saved_name!r}, not {name!r}; "
+                            "run with the same workload and --experimental, or without --resume")
+        print(f"resuming {state}: {len(rows)} rows and the stages done so far are kept", flush=True)
+    else:
+        floors = (copy_bandwidth(device), matmul_rate(device, base.dtype))
+    vocab_hi = min(int(base.config.mask_token_id), 20000)
 
     def publish(stage: str | None) -> str:
-        """Write the file as it stands (atomically), after every stage: a run cut short by a time
-        limit still leaves what it measured, marked partial."""
+        """Write the file and its JSON state as they stand (atomically), after every stage: a run
+        cut short by a time limit keeps what it measured, marked partial, and `--resume` goes on
+        from there."""
         text = render(name, device, floors, rows, found["reference"], found["fidelity"], found["gsm"],
                       found["matches"], found["steps"])
         if stage is not None:
             text = f"**Partial: this run has finished up to {stage}.**\n\n" + text
-        tmp = out.with_suffix(".md.tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(out)
+        for path, content in ((state, save_state(name, floors, rows, found)), (out, text + "\n")):
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(content)
+            tmp.replace(path)
         return text
 
-    if gpu:  # the quick, independent measurements first
+    if gpu and not found["steps"]:  # the quick, independent measurements first
         found["steps"] = step_variants(base, device, floors)
         publish("the step variants")
     served = {m: accelerate(base, m) for m in modes}
@@ -471,30 +496,55 @@ def run(args: argparse.Namespace) -> int:
         if label in IDENTICAL_ROWS:
             prompts = prompts[:1].expand_as(prompts).contiguous()
         for mode in modes:
+            done += 1
+            if _find(rows, label, batch, length, mode) is not None:
+                continue  # measured by the run this one resumes
+            rows[:] = [r for r in rows if (r.label, r.batch, r.prompt, r.mode) != (label, batch, length, mode)]
             scheduler, params = SETTINGS[label]
             row = bench_row(served[mode], label, scheduler, params, prompts, batch, mode, floors, device)
             eager = _find(rows, row.label, row.batch, row.prompt, "none")
             if row.mode != "none" and eager is not None and not row.note:
-                row.same_as_eager = same_tokens(row.tokens, eager.tokens)
+                row.same_as_eager = same_tokens(row.token_hashes, eager.token_hashes)
             rows.append(row)
-            done += 1
             print(f"[{done}/{total}] {_row_text(row)}", flush=True)
             publish(f"row {done} of {total}")
     lengths = sorted({length for label, batch, length in plan if batch == 1 and label == "fast_dllm dual q80"})
-    if args.reference:
+    if args.reference and not found["reference"]:
         found["reference"] = bench_reference(args.reference, base, lengths, device)
         publish("the reference rows")
-    if args.fidelity:
+    if args.fidelity and (found["fidelity"] is None or (args.reference and "reference_bf16_rel_l2" not in found["fidelity"])):
         found["fidelity"] = fidelity_numbers(args.reference, base, device)
         publish("the fidelity numbers")
-    if gpu:
+    if gpu and not found["matches"]:
         found["matches"] = embedded_match_rates(modes, device)
         publish("the embedded model's match rates")
-    if args.gsm8k_prompts:
+    if args.gsm8k_prompts and (found["gsm"] is None or found["gsm"].note):
         found["gsm"] = gsm8k_row(served[modes[-1]], modes[-1], floors, device, args.gsm8k_prompts)
     print(publish(None))
     print(f"wrote {out}")
     return 0
+
+
+def save_state(name: str, floors: tuple[float, float], rows: list[Row], found: dict[str, Any]) -> str:
+    """The run's measurements as JSON (`--resume` reads them back with `load_state`)."""
+    return json.dumps({
+        "workload": name, "floors": list(floors), "rows": [dataclasses.asdict(r) for r in rows],
+        "reference": [dataclasses.asdict(r) for r in found["reference"]], "fidelity": found["fidelity"],
+        "gsm": None if found["gsm"] is None else dataclasses.asdict(found["gsm"]),
+        "matches": [list(m) for m in found["matches"]], "steps": [dataclasses.asdict(t) for t in found["steps"]],
+    }, indent=1)
+
+
+def load_state(path: Path) -> tuple[str, tuple[float, float], list[Row], dict[str, Any]]:
+    """(workload name, floors, rows, other stages) of a saved run, for `--resume`."""
+    try:
+        raw = json.loads(path.read_text())
+        found = {"reference": [Row(**r) for r in raw["reference"]], "fidelity": raw["fidelity"],
+                 "gsm": None if raw["gsm"] is None else Row(**raw["gsm"]),
+                 "matches": [tuple(m) for m in raw["matches"]], "steps": [StepTime(**t) for t in raw["steps"]]}
+        return raw["workload"], tuple(raw["floors"]), [Row(**r) for r in raw["rows"]], found
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"--resume: {path} is not a bench state file ({exc}); delete it or run without --resume") from None
 
 
 @torch.inference_mode()
@@ -619,9 +669,15 @@ def step_variants(base: Any, device: torch.device, floors: tuple[float, float], 
     return out
 
 
-def same_tokens(ours: list[Tensor], eager: list[Tensor]) -> float:
-    """Share of prompts whose generated tokens equal eager mode's, position for position."""
-    return sum(bool(torch.equal(a, b)) for a, b in zip(ours, eager, strict=True)) / max(1, len(eager))
+def token_hash(tokens: Tensor) -> str:
+    """A prompt's generated tokens as a short digest (kept in the run's JSON state instead of the
+    tokens: equal digests, equal tokens)."""
+    return hashlib.sha1(tokens.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
+
+
+def same_tokens(ours: list[str], eager: list[str]) -> float:
+    """Share of prompts whose generated tokens (`token_hash`es) equal eager mode's."""
+    return sum(a == b for a, b in zip(ours, eager, strict=True)) / max(1, len(eager))
 
 
 MATCH_SCHEDULERS = ("fast_dllm", "adaptive", "drs_v2")
@@ -650,7 +706,8 @@ def embedded_match_rates(modes: list[str], device: torch.device, n: int = 64) ->
             sched = get_scheduler(name, gen_length=64)
             for _ in range(3):  # the first decodes capture graphs; the last one is all replays
                 got = sched.generate(served.model, ids, mask).tokens.cpu()
-            out.append((mode, name, same_tokens(list(got), list(want[name])), len(docs)))
+            out.append((mode, name, same_tokens([token_hash(t) for t in got], [token_hash(t) for t in want[name]]),
+                        len(docs)))
     return out
 
 
@@ -694,7 +751,7 @@ def render(name: str, device: torch.device, floors: tuple[float, float], rows: l
         if r.note:
             lines.append(f"| {r.label} | {r.mode} | {r.prompt} | {r.batch} | n/a: {r.note} |||||||||||||")
             continue
-        same = "" if r.same_as_eager is None else f"{r.same_as_eager:.0%} of {len(r.tokens)}"
+        same = "" if r.same_as_eager is None else f"{r.same_as_eager:.0%} of {len(r.token_hashes)}"
         lines.append(
             f"| {r.label} | {r.mode} | {r.prompt} | {r.batch} | {r.nfe:.1f} | {r.calls} | {r.max_row_nfe} | "
             f"{r.tokens_per_s:.1f} | {r.per_call_ms:.2f} | {r.step_ms:.2f} ({r.step_floor_ms:.2f}) | {r.pure_s:.3f} | {r.wall_s:.3f} | {r.overhead:.2f} | "
