@@ -57,6 +57,7 @@ import numpy as np
 from dllm_eval import defaults
 from dllm_eval.errors import UserError
 from dllm_eval.matrix_config import DEFAULT_CONFIG, SWEEP_DIR, MatrixConfig, MatrixFile, load_matrix_config
+from dllm_eval.portable import portable_record
 from dllm_eval.trace_row import JOURNAL_DIR
 
 DONE_MARKER = ".done.json"
@@ -852,7 +853,7 @@ def run(args: argparse.Namespace) -> int:
 
     def save() -> None:
         matrix["cells"] = list(cell_records.values())
-        _write_json_atomic(matrix_path, matrix)
+        _write_json_atomic(matrix_path, portable_record(matrix))  # read elsewhere: no machine paths
 
     for c in cells:
         cell_records.setdefault(c.name, {"cell": c.name})
@@ -1094,4 +1095,4 @@ def _finish_matrix_json(run_dir: Path, args: argparse.Namespace, settings: dict[
     m["argv"] = _invocation(args)
     m["settings"] = {**m.get("settings", {}), "limit": settings["limit"], "labels": settings["labels"],
                      "sequential": {"looks": args.looks, "file": SEQUENTIAL_FILE}}
-    _write_json_atomic(path, m)
+    _write_json_atomic(path, portable_record(m))

@@ -201,9 +201,9 @@ def test_resume_redoes_only_unfinished_cells(cfg: Path, tmp_path: Path, monkeypa
     assert "skipped" not in md
     assert "PASS: no difference detected" in md
     assert "FAIL: not flagged as worse on all tasks (pooled); the run is too small" in md  # 24 pairs: said plainly
-    from dllm_eval.analysis.report import _portable
+    from dllm_eval.portable import portable
 
-    assert _portable(marker["command_str"]) in md  # the exact command is in the report, without machine paths
+    assert portable(marker["command_str"]) in md  # the exact command is in the report, without machine paths
     assert "/work/" not in md and sys.executable not in md
     assert (tmp_path / "results" / "r1" / "fig_acc_vs_tps_synth_math.png").is_file()
 
@@ -285,6 +285,12 @@ def test_models_runs_the_matrix_per_model_and_reports_agreement_per_claim(
         assert (root / slug / "report.md").is_file() and (root / slug / "raw" / "base" / "seed1" / ".done.json").is_file()
         margs = json.loads((root / slug / "matrix.json").read_text())["cells"][0]["command"]
         assert ("pretrained=org/model-a" if slug == "org__model-a" else "pretrained=tiny_dream") in margs
+        # what is committed next to a report names no machine path; the resume marker keeps the exact command
+        record = (root / slug / "matrix.json").read_text()
+        assert str(tmp_path) not in record and sys.executable not in record
+        assert json.loads(record)["cwd"] == "." and margs.startswith("python -m dllm_eval.analysis.synthetic")
+        marker = json.loads((root / slug / "raw" / "base" / "seed1" / ".done.json").read_text())
+        assert marker["command"][0] == sys.executable
     md = (root / "report.md").read_text()
     assert "## Seed claims across models" in md and "| `org__model-a` | `tiny_dream` | models agree? |" in md
     assert "## Model `org__model-a`" in md and "## Model `tiny_dream`" in md

@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from dllm_eval.analysis.loading import RunData, load_run
 from dllm_eval.analysis.stats import pareto_front
 from dllm_eval.errors import UserError
 from dllm_eval.matrix_config import sweep_dirs
+from dllm_eval.portable import portable, portable_record
 from dllm_eval.timing import CANVAS, KEPT, THROUGHPUT_UNITS
 
 __all__ = ["Summary", "build_summary", "render_markdown", "write_report"]
@@ -1054,19 +1054,6 @@ def _fmt_limit(v: Any) -> str:
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
-def _portable(text: str) -> str:
-    """No machine paths in a report: the embedded model by name, the interpreter as `python`, and
-    paths under the working directory or the repository relative to it."""
-    from dllm_eval.models import EMBEDDED_MODEL_DIR
-
-    out = str(text)
-    out = out.replace(str(EMBEDDED_MODEL_DIR), EMBEDDED_MODEL_DIR.name)
-    out = re.sub(r"\S*/bin/python3?(?=\s|$)", "python", out)
-    for root in dict.fromkeys([Path.cwd().resolve(), Path(__file__).resolve().parents[2]]):
-        out = out.replace(f"{root}/", "").replace(str(root), ".")
-    return out
-
-
 def _header(run: RunData, base: str, labels: list[str]) -> dict[str, Any]:
     metas = [u.meta for u in run.units]
     env = (run.matrix or {}).get("environment") or {}
@@ -1117,7 +1104,7 @@ def _header(run: RunData, base: str, labels: list[str]) -> dict[str, Any]:
         "throughput_source": throughput,
         "isolation_levels": levels,
         "isolation_banner": isolation_banner(levels) if levels else None,
-        "model": ", ".join(_portable(str(m)) for m in models) or "the adapter's default (embedded model)",
+        "model": ", ".join(portable(str(m)) for m in models) or "the adapter's default (embedded model)",
         "devices": ", ".join(map(str, _uniq([m.get("device") for m in metas]))) or "unknown",
         "batch_sizes": ", ".join(map(str, _uniq([m.get("batch_size") for m in metas]))) or "unknown",
         "limits": ", ".join(_fmt_limit(v) for v in _uniq([m.get("limit") for m in metas])) or "none (full test sets)",
@@ -1126,9 +1113,9 @@ def _header(run: RunData, base: str, labels: list[str]) -> dict[str, Any]:
         "lm_eval": ", ".join(map(str, _uniq([m.get("lm_eval_version") for m in metas]))) or env.get("lm_eval") or "unknown",
         "python": env.get("python") or "unknown",
         "git": git,
-        "invocation": _portable((run.matrix or {}).get("argv") or "") or None,
+        "invocation": portable((run.matrix or {}).get("argv") or "") or None,
         "settings": settings,
-        "commands": [_portable(c) for c in commands],
+        "commands": [portable(c) for c in commands],
         "seeds": {lab: run.configs[lab].seeds for lab in labels},
         "generated": _dt.datetime.now().isoformat(timespec="seconds"),
     }
@@ -1525,7 +1512,8 @@ def write_report(
         (tmp / "report.md").write_text(render_markdown(summary, figs), encoding="utf-8")
         if csv:
             run.table.to_csv(tmp / "table.csv")
-        (tmp / "summary.json").write_text(json.dumps(_jsonable(asdict(summary)), indent=1, default=str), encoding="utf-8")
+        (tmp / "summary.json").write_text(json.dumps(portable_record(_jsonable(asdict(summary))), indent=1, default=str),
+                                          encoding="utf-8")
         for f in sorted(tmp.iterdir()):
             os.replace(f, out_dir / f.name)
     finally:
