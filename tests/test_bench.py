@@ -81,7 +81,8 @@ def test_step_targets_read_the_step_as_inductor_runs_it():
     assert "1.98x | met |" in text  # 7.9 / 4.0
     assert "| dual-cache step at batch 32 <= 1.3x its compute floor | 28.00 ms" in text
     assert "1.40x | not met |" in text  # 28 / 20
-    rendered = bench.render("m", torch.device("cpu"), (1e9, 1e9), [], [], None, None,
-                            [("graphs", "fast_dllm", 1.0, 64), ("inductor", "adaptive", 0.953, 64)], steps)
+    rendered = bench.render(bench.Measured("m", (1e9, 1e9), matches=[("graphs", "fast_dllm", 1.0, 64),
+                                                                      ("inductor", "adaptive", 0.953, 64)], steps=steps),
+                            torch.device("cpu"))
     assert "| inductor | adaptive | 95.3% | 64 |" in rendered
     assert "| inductor (both) | 32 | 25.00 | 6.00 | 4.17 | 20.00 | 1.25 |" in rendered

@@ -65,11 +65,10 @@ def family(name: str):
     return (peaky_model(dtype=torch.float32), MASK) if name == "llada" else (peaky_dream(dtype=torch.float32), D_MASK)
 
 
-def filled(model, name: str):
+def filled(model, mask_id: int):
     """A left-padded batch of 3 with a filled cache, as a block decode has it after its first step."""
-    model_mask = MASK if name == "llada" else D_MASK
     ids = torch.cat([random_prompt(LENGTH, 60 + i) for i in range(3)])
-    ids[:, 14:] = model_mask
+    ids[:, 14:] = mask_id
     mask = torch.ones(3, LENGTH, dtype=torch.long)
     mask[1, :4] = 0
     c = model.config
@@ -81,8 +80,8 @@ def filled(model, name: str):
 
 @pytest.mark.parametrize("name", ["llada", "dream"])
 def test_range_window_steps_read_nothing_on_the_host(name):
-    model, _ = family(name)
-    ids, mask, cache = filled(model, name)
+    model, mask_id = family(name)
+    ids, mask, cache = filled(model, mask_id)
     with torch.inference_mode(), NoHostReads():
         cache.tick()
         model(ids[:, 16:24], window=range(16, 24), attention_mask=mask, cache=cache, attend="cache", write=True,
@@ -94,8 +93,8 @@ def test_range_window_steps_read_nothing_on_the_host(name):
 
 @pytest.mark.parametrize("name", ["llada", "dream"])
 def test_tensor_window_steps_read_nothing_where_the_family_says_so(name):
-    model, _ = family(name)
-    ids, mask, cache = filled(model, name)
+    model, mask_id = family(name)
+    ids, mask, cache = filled(model, mask_id)
     steps = [RowStep(tuple(range(16, 24)), 16, 24), RowStep((6, 7, 12, 19, 20), 19, 21), RowStep(None, 16, 24)]
     window, valid = per_row_window(steps, LENGTH, ids.device)
     at = torch.zeros(3, 4, dtype=torch.long)

@@ -460,34 +460,32 @@ def _run(args: argparse.Namespace, switched: list[str]) -> int:
     out = args.out or Path("results/bench") / f"{args.workload}_{device.type}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     state = out.with_suffix(".json")  # what this file's runs measured, for --resume
-    rows: list[Row] = []
-    found: dict[str, Any] = {"reference": [], "fidelity": None, "gsm": None, "matches": [], "steps": []}
     if getattr(args, "resume", False) and state.is_file():
-        saved_name, floors, rows, found = load_state(state)
-        if saved_name != name:
-            raise UserError(f"--resume: {state} was measured on {saved_name!r}, not {name!r}; "
+        run = Measured.load(state)
+        if run.workload != name:
+            raise UserError(f"--resume: {state} was measured on {run.workload!r}, not {name!r}; "
                             "run with the same workload and --experimental, or without --resume")
-        print(f"resuming {state}: {len(rows)} rows and the stages done so far are kept", flush=True)
+        print(f"resuming {state}: {len(run.rows)} rows and the stages done so far are kept", flush=True)
     else:
-        floors = (copy_bandwidth(device), matmul_rate(device, base.dtype))
+        run = Measured(name, (copy_bandwidth(device), matmul_rate(device, base.dtype)))
+    floors, rows = run.floors, run.rows
     vocab_hi = min(int(base.config.mask_token_id), 20000)
 
     def publish(stage: str | None) -> str:
         """Write the file and its JSON state as they stand (atomically), after every stage: a run
         cut short by a time limit keeps what it measured, marked partial, and `--resume` goes on
         from there."""
-        text = render(name, device, floors, rows, found["reference"], found["fidelity"], found["gsm"],
-                      found["matches"], found["steps"])
+        text = render(run, device)
         if stage is not None:
             text = f"**Partial: this run has finished up to {stage}.**\n\n" + text
-        for path, content in ((state, save_state(name, floors, rows, found)), (out, text + "\n")):
+        for path, content in ((state, json.dumps(dataclasses.asdict(run), indent=1)), (out, text + "\n")):
             tmp = path.with_suffix(path.suffix + ".tmp")
             tmp.write_text(content)
             tmp.replace(path)
         return text
 
-    if gpu and not found["steps"]:  # the quick, independent measurements first
-        found["steps"] = step_variants(base, device, floors)
+    if gpu and not run.steps:  # the quick, independent measurements first
+        run.steps = step_variants(base, device, floors)
         publish("the step variants")
     served = {m: accelerate(base, m) for m in modes}
     total, done = len(modes) * len(plan), 0
@@ -509,42 +507,45 @@ def _run(args: argparse.Namespace, switched: list[str]) -> int:
             print(f"[{done}/{total}] {_row_text(row)}", flush=True)
             publish(f"row {done} of {total}")
     lengths = sorted({length for label, batch, length in plan if batch == 1 and label == "fast_dllm dual q80"})
-    if args.reference and not found["reference"]:
-        found["reference"] = bench_reference(args.reference, base, lengths, device)
+    if args.reference and not run.reference:
+        run.reference = bench_reference(args.reference, base, lengths, device)
         publish("the reference rows")
-    if args.fidelity and (found["fidelity"] is None or (args.reference and "reference_bf16_rel_l2" not in found["fidelity"])):
-        found["fidelity"] = fidelity_numbers(args.reference, base, device)
+    if args.fidelity and (run.fidelity is None or (args.reference and "reference_bf16_rel_l2" not in run.fidelity)):
+        run.fidelity = fidelity_numbers(args.reference, base, device)
         publish("the fidelity numbers")
-    if gpu and not found["matches"]:
-        found["matches"] = embedded_match_rates(modes, device)
+    if gpu and not run.matches:
+        run.matches = embedded_match_rates(modes, device)
         publish("the embedded model's match rates")
-    if args.gsm8k_prompts and (found["gsm"] is None or found["gsm"].note):
-        found["gsm"] = gsm8k_row(served[modes[-1]], modes[-1], floors, device, args.gsm8k_prompts)
+    if args.gsm8k_prompts and (run.gsm is None or run.gsm.note):
+        run.gsm = gsm8k_row(served[modes[-1]], modes[-1], floors, device, args.gsm8k_prompts)
     print(publish(None))
     print(f"wrote {out}")
     return 0
 
 
-def save_state(name: str, floors: tuple[float, float], rows: list[Row], found: dict[str, Any]) -> str:
-    """The run's measurements as JSON (`--resume` reads them back with `load_state`)."""
-    return json.dumps({
-        "workload": name, "floors": list(floors), "rows": [dataclasses.asdict(r) for r in rows],
-        "reference": [dataclasses.asdict(r) for r in found["reference"]], "fidelity": found["fidelity"],
-        "gsm": None if found["gsm"] is None else dataclasses.asdict(found["gsm"]),
-        "matches": [list(m) for m in found["matches"]], "steps": [dataclasses.asdict(t) for t in found["steps"]],
-    }, indent=1)
+@dataclass
+class Measured:
+    """Everything one `dllm-eval bench` file reports, kept as JSON next to it for `--resume`."""
 
+    workload: str  # the workload's description, experimental switches included
+    floors: tuple[float, float]  # (copy bandwidth B/s, matmul rate FLOP/s)
+    rows: list[Row] = field(default_factory=list)
+    reference: list[Row] = field(default_factory=list)
+    fidelity: dict[str, float] | None = None
+    gsm: Row | None = None
+    matches: list[tuple[str, str, float, int]] = field(default_factory=list)
+    steps: list[StepTime] = field(default_factory=list)
 
-def load_state(path: Path) -> tuple[str, tuple[float, float], list[Row], dict[str, Any]]:
-    """(workload name, floors, rows, other stages) of a saved run, for `--resume`."""
-    try:
-        raw = json.loads(path.read_text())
-        found = {"reference": [Row(**r) for r in raw["reference"]], "fidelity": raw["fidelity"],
-                 "gsm": None if raw["gsm"] is None else Row(**raw["gsm"]),
-                 "matches": [tuple(m) for m in raw["matches"]], "steps": [StepTime(**t) for t in raw["steps"]]}
-        return raw["workload"], tuple(raw["floors"]), [Row(**r) for r in raw["rows"]], found
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"--resume: {path} is not a bench state file ({exc}); delete it or run without --resume") from None
+    @classmethod
+    def load(cls, path: Path) -> Measured:
+        try:
+            raw = json.loads(path.read_text())
+            return cls(raw["workload"], tuple(raw["floors"]), [Row(**r) for r in raw["rows"]],
+                       [Row(**r) for r in raw["reference"]], raw["fidelity"],
+                       None if raw["gsm"] is None else Row(**raw["gsm"]), [tuple(m) for m in raw["matches"]],
+                       [StepTime(**t) for t in raw["steps"]])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"--resume: {path} is not a bench state file ({exc}); delete it or run without --resume") from None
 
 
 @torch.inference_mode()
@@ -697,7 +698,7 @@ def embedded_match_rates(modes: list[str], device: torch.device, n: int = 64) ->
     docs = synth_math.test_docs()[:n]
     ids, mask = eager.encode([synth_math.doc_to_text(d) for d in docs], 64)
     ids, mask = ids.to(device), mask.to(device)
-    want = {name: get_scheduler(name, gen_length=64).generate(eager.model, ids, mask).tokens.cpu()
+    want = {name: [token_hash(t) for t in get_scheduler(name, gen_length=64).generate(eager.model, ids, mask).tokens.cpu()]
             for name in MATCH_SCHEDULERS}
     out = []
     for mode in (m for m in modes if m != "none"):
@@ -706,8 +707,7 @@ def embedded_match_rates(modes: list[str], device: torch.device, n: int = 64) ->
             sched = get_scheduler(name, gen_length=64)
             for _ in range(3):  # the first decodes capture graphs; the last one is all replays
                 got = sched.generate(served.model, ids, mask).tokens.cpu()
-            out.append((mode, name, same_tokens([token_hash(t) for t in got], [token_hash(t) for t in want[name]]),
-                        len(docs)))
+            out.append((mode, name, same_tokens([token_hash(t) for t in got], want[name]), len(docs)))
     return out
 
 
@@ -731,9 +731,9 @@ def _row_text(r: Row) -> str:
             f"{r.per_call_ms:.2f} ms/call overhead {r.overhead:.2f}")
 
 
-def render(name: str, device: torch.device, floors: tuple[float, float], rows: list[Row], reference: list[Row],
-           fidelity: dict[str, float] | None, gsm: Row | None,
-           matches: list[tuple[str, str, float, int]] | None = None, steps: list[StepTime] | None = None) -> str:
+def render(run: Measured, device: torch.device) -> str:
+    name, floors, rows, reference, gsm, matches, steps = (run.workload, run.floors, run.rows, run.reference, run.gsm,
+                                                          run.matches, run.steps)
     dev = torch.cuda.get_device_name() if device.type == "cuda" else (platform.processor() or platform.machine())
     lines = [
         f"# `dllm-eval bench`: {name}",
@@ -771,7 +771,7 @@ def render(name: str, device: torch.device, floors: tuple[float, float], rows: l
                   "|---|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {t.variant} | {t.batch} | {t.ms:.2f} | {t.hbm_floor_ms:.2f} | {t.ms / t.hbm_floor_ms:.2f} | "
                   f"{t.compute_floor_ms:.2f} | {t.ms / t.compute_floor_ms:.2f} |" for t in steps]
-    lines += ["", *targets(rows, reference, fidelity, gsm, floors, steps or [])]
+    lines += ["", *targets(rows, reference, run.fidelity, gsm, floors, steps)]
     return "\n".join(lines)
 
 
