@@ -52,11 +52,21 @@ def fusable(fn: F) -> F:
             return fn(*args)
         compiled = _compiled.get(fn)
         if compiled is None:
+            _allow_recompiles()
             compiled = _compiled[fn] = torch.compile(fn, fullgraph=True)
         return compiled(*args)
 
     call.__name__, call.__doc__, call.__wrapped__ = fn.__name__, fn.__doc__, fn  # type: ignore[attr-defined]
     return call  # type: ignore[return-value]
+
+
+def _allow_recompiles(limit: int = 64) -> None:
+    """One piece (RMSNorm, say) meets many shapes in one process: batch 1 and batch 32 (size 1 is
+    always specialised), each window length, strided views. Dynamo's default of 8 compiles per
+    function is reached by a long bench, and with fullgraph=True that is a hard error; raise it."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), limit))
 
 
 def fuse_linears(*layers: nn.Linear) -> tuple[Tensor, Tensor | None]:
