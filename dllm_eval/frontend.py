@@ -146,15 +146,19 @@ def load_front_end(pretrained: str | Path, device: str | torch.device = "cpu", d
                    chat: str | bool = "auto", max_length: int | None = None, compile: str = "auto") -> FrontEnd:
     """Load a checkpoint (directory or hub id) and its tokenizer; `chat="auto"` applies the chat
     template when the name looks like an instruct model and the tokenizer has one. `compile`
-    picks how the decode step runs (`models.graphs`: auto = CUDA graphs on a GPU, eager on CPU)."""
+    picks how the decode step runs (`models.graphs`: auto = inductor for a model of a billion
+    parameters or more on a GPU, CUDA graphs for a smaller one, eager on CPU)."""
     from dllm_eval.models.checkpoint_io import resolve_checkpoint
     from dllm_eval.models.graphs import accelerate, resolve_compile_mode
     from dllm_eval.models.registry import load_model
     from dllm_eval.models.tokenizer import load_tokenizer
 
-    mode = resolve_compile_mode(compile, device)
+    mode = resolve_compile_mode(compile, device)  # a bad value or a GPU mode on CPU fails before loading
     path = resolve_checkpoint(pretrained)
-    model = accelerate(load_model(path, device=device, dtype=dtype), mode)  # the family comes from config.json
+    model = load_model(path, device=device, dtype=dtype)  # the family comes from config.json
+    if (compile or "auto").strip().lower() == "auto":
+        mode = resolve_compile_mode(compile, device, sum(p.numel() for p in model.parameters()))
+    model = accelerate(model, mode)
     tokenizer = load_tokenizer(path)
     tokenizer.padding_side = "left"
     wants_chat = is_instruct_name(str(pretrained)) if chat == "auto" else chat in (True, "true")

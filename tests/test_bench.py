@@ -86,3 +86,35 @@ def test_step_targets_read_the_step_as_inductor_runs_it():
                             torch.device("cpu"))
     assert "| inductor | adaptive | 95.3% | 64 |" in rendered
     assert "| inductor (both) | 32 | 25.00 | 6.00 | 4.17 | 20.00 | 1.25 |" in rendered
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "matmul"),
+    ("nvjet_hsh_128x256_64x4_2x1_v_bz_coopA_TNN", "matmul"),
+    ("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 64, 64, 4>>", "attention"),
+    ("fmha_cutlassF_bf16_aligned_64x64_rf_sm80", "attention"),  # memory-efficient attention, not a GEMM
+    ("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0", "fused elementwise (inductor)"),
+    ("void at::native::index_elementwise_kernel<128, 4>", "copy / index"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>", "other elementwise"),
+    ("aten::mm", "matmul"),
+])
+def test_kernel_names_sort_into_kinds(name, kind):
+    assert bench.kernel_kind(name) == kind
+
+
+def test_kernel_profile_accounts_for_every_kernel_on_cpu():
+    """The per-kind lines of each profiled call add up to its "all kernels" line, and the floors
+    stated there are the call's own (call_cost of that shape)."""
+    from dllm_eval.frontend import load_front_end
+    from dllm_eval.models import EMBEDDED_MODEL_DIR
+
+    base = load_front_end(EMBEDDED_MODEL_DIR, device="cpu", compile="none").model
+    shares = bench.kernel_profile(base, torch.device("cpu"), (1e11, 1e12), reps=1)
+    calls = {k.call for k in shares}
+    assert len(calls) == 2
+    for call in calls:
+        total, *kinds = [k for k in shares if k.call == call]
+        assert total.kind == "all kernels"
+        assert {k.kind for k in kinds} >= {"matmul", "attention"}
+        assert total.ms == pytest.approx(sum(k.ms for k in kinds), rel=1e-6)
+        assert "x the floor" in total.top

@@ -50,3 +50,21 @@ def test_fused_model_gives_the_plain_logits_and_keeps_its_state_dict(embedded):
     after = model.state_dict()
     assert list(after) == list(before)  # the checkpoint's names, in its order
     assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_a_piece_past_the_recompile_limit_runs_unfused_instead_of_failing(monkeypatch):
+    """A long run that meets more shapes than torch.compile allows keeps going with the plain
+    function (same math) and says so once, instead of a hard error hours in."""
+    from dllm_eval.models.llada import rms_norm
+
+    plain = rms_norm.__wrapped__
+
+    def over_the_limit(*args):
+        raise torch._dynamo.exc.FailOnRecompileLimitHit("recompile limit reached")
+
+    monkeypatch.setitem(fusion._compiled, plain, over_the_limit)
+    x, w = torch.randn(2, 3, 8), torch.rand(8)
+    with fusion.enabled(), pytest.warns(UserWarning, match="rms_norm met more shapes"):
+        got = rms_norm(x, w, 1e-5)
+    torch.testing.assert_close(got, plain(x, w, 1e-5), rtol=0, atol=0)
+    assert fusion._compiled[plain] is plain  # from now on, unfused

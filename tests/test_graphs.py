@@ -19,6 +19,14 @@ def test_auto_is_eager_on_cpu_and_graphs_on_gpu():
     assert resolve_compile_mode("inductor", "cuda:0") == "inductor"
 
 
+def test_auto_picks_inductor_for_a_billion_parameters_on_gpu_only():
+    assert resolve_compile_mode("auto", "cuda", parameters=8_000_000_000) == "inductor"
+    assert resolve_compile_mode("auto", "cuda", parameters=1_000_000_000) == "inductor"
+    assert resolve_compile_mode("auto", "cuda", parameters=999_999_999) == "graphs"
+    assert resolve_compile_mode("auto", "cpu", parameters=8_000_000_000) == "none"
+    assert resolve_compile_mode("graphs", "cuda", parameters=8_000_000_000) == "graphs"  # an explicit mode stays
+
+
 @pytest.mark.parametrize("mode", ["graphs", "inductor"])
 def test_graph_modes_on_cpu_are_refused_in_one_line(mode):
     with pytest.raises(UserError, match="needs a CUDA device"):

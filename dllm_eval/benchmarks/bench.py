@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from dllm_eval.errors import UserError
+from dllm_eval.models.cache import KVCache
 from dllm_eval.models.graphs import EXPERIMENTAL
 
 GEN, BLOCK, QUOTA_STEPS = 256, 32, 80
@@ -399,6 +400,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", type=Path, help="NVlabs/Fast-dLLM checkout (its llada/ folder): run it side by side")
     parser.add_argument("--fidelity", action="store_true", help="bf16 vs fp32 logits, ours and the reference's")
     parser.add_argument("--out", type=Path, help="markdown file (default: results/bench/<workload>_<device>.md)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also break the batch-32 dual step and a GSM8K-sized full refresh down by kernel kind "
+                             "(torch.profiler): where the time over the floors goes")
     parser.add_argument("--resume", action="store_true",
                         help="keep what an earlier run of the same workload measured (the .json next to --out) and "
                              "measure only the rest: a long GPU bench can be split over several calls")
@@ -516,6 +520,9 @@ def _run(args: argparse.Namespace, switched: list[str]) -> int:
     if gpu and not run.matches:
         run.matches = embedded_match_rates(modes, device)
         publish("the embedded model's match rates")
+    if getattr(args, "profile", False) and not run.profile:
+        run.profile = kernel_profile(base, device, floors)
+        publish("the kernel profile")
     if args.gsm8k_prompts and (run.gsm is None or run.gsm.note):
         run.gsm = gsm8k_row(served[modes[-1]], modes[-1], floors, device, args.gsm8k_prompts)
     print(publish(None))
@@ -535,6 +542,7 @@ class Measured:
     gsm: Row | None = None
     matches: list[tuple[str, str, float, int]] = field(default_factory=list)
     steps: list[StepTime] = field(default_factory=list)
+    profile: list[KernelShare] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> Measured:
@@ -543,7 +551,7 @@ class Measured:
             return cls(raw["workload"], tuple(raw["floors"]), [Row(**r) for r in raw["rows"]],
                        [Row(**r) for r in raw["reference"]], raw["fidelity"],
                        None if raw["gsm"] is None else Row(**raw["gsm"]), [tuple(m) for m in raw["matches"]],
-                       [StepTime(**t) for t in raw["steps"]])
+                       [StepTime(**t) for t in raw["steps"]], [KernelShare(**k) for k in raw.get("profile", [])])
         except (ValueError, KeyError, TypeError) as exc:
             raise UserError(f"--resume: {path} is not a bench state file ({exc}); delete it or run without --resume") from None
 
@@ -670,6 +678,98 @@ def step_variants(base: Any, device: torch.device, floors: tuple[float, float], 
     return out
 
 
+@dataclass
+class KernelShare:
+    """Device time of one kind of kernel in one profiled call (`kernel_profile`)."""
+
+    call: str
+    kind: str
+    ms: float  # per call
+    kernels: int  # launches per call
+    top: str = ""  # the kind's costliest kernel (name shortened)
+
+
+# kernel names -> kind, first match wins (cuBLAS/CUTLASS GEMMs, flash/memory-efficient attention,
+# Inductor's fused Triton kernels, data movement); on CPU the names are aten ops
+KERNEL_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("attention", ("flash", "fmha", "attention", "sdpa", "efficient")),
+    ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "sm90", "sm80", "matmul", "addmm", "aten::mm", "aten::bmm",
+                "aten::linear")),
+    ("fused elementwise (inductor)", ("triton",)),
+    ("copy / index", ("copy", "index", "scatter", "gather", "cat", "memcpy", "memset", "fill", "where")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other elementwise")
+
+
+@torch.inference_mode()
+def kernel_profile(base: Any, device: torch.device, floors: tuple[float, float], reps: int = 5) -> list[KernelShare]:
+    """Device time per kernel kind of (a) the dual-cache step at batch 32 (block 32 after a
+    256-token prompt), (b) a GSM8K-sized full refresh (batch 32, canvas 900 + 256), each run
+    eagerly with compile=inductor's fused pieces (the same kernels its graphs replay). The
+    floors say how far each call is from the hardware; this says which kernels hold the rest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from dllm_eval.models import fusion
+
+    cuda = device.type == "cuda"
+    weights = sum(p.numel() * p.element_size() for p in base.parameters())
+    elem = next(iter(base.parameters())).element_size()
+    vocab_hi = min(int(base.config.mask_token_id), 20000)
+    batch = 32 if cuda else 2
+    out: list[KernelShare] = []
+    for call_name, prompt, full in ((f"dual step b{batch} (canvas {256 + GEN})", 256, False),
+                                    (f"full refresh b{batch} (canvas {900 + GEN})", 900, True)):
+        length = prompt + GEN
+        ids = random_prompts(batch, length, vocab_hi).to(device)
+        cache = KVCache.for_model(base, batch, length)
+        window = range(prompt, prompt + BLOCK)
+        if full:
+            kwargs: dict[str, Any] = {"cache": cache, "write": True, "logits_positions": slice(prompt, prompt + BLOCK)}
+            inputs = ids
+        else:
+            base(ids, cache=cache, write=True)
+            kwargs = {"window": window, "cache": cache, "attend": "cache", "write": True,
+                      "logits_positions": slice(0, BLOCK)}
+            inputs = ids[:, window.start: window.stop].contiguous()
+        with fusion.enabled(elementwise=cuda, projections=False):
+            for _ in range(2):  # compile and warm
+                base(inputs, **kwargs)
+            if cuda:
+                torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]) as prof:
+                for _ in range(reps):
+                    base(inputs, **kwargs)
+                if cuda:
+                    torch.cuda.synchronize()
+        kinds: dict[str, list[Any]] = {}
+        for evt in prof.key_averages():
+            us = (getattr(evt, "self_device_time_total", 0) or getattr(evt, "self_cuda_time_total", 0)) if cuda \
+                else evt.self_cpu_time_total
+            if us > 0 and (cuda or evt.key.startswith("aten::")):
+                kinds.setdefault(kernel_kind(evt.key), []).append((us, evt.count, evt.key))
+        shape = (batch, length if full else BLOCK)
+        call = Call(shape, {} if full else {"window": window, "attend": "cache", "write": True,
+                                            "logits_positions": slice(0, BLOCK)}, length, False)
+        moved, flops = call_cost(call, base.config, weights, elem)
+        total = sum(e[0] for evts in kinds.values() for e in evts) / reps / 1e3
+        floor = max(moved / floors[0], flops / floors[1]) * 1e3
+        out.append(KernelShare(call_name, "all kernels", total, round(sum(e[1] for v in kinds.values() for e in v) / reps),
+                               f"{total / floor:.2f}x the floor: HBM {1e3 * moved / floors[0]:.2f} ms, compute "
+                               f"{1e3 * flops / floors[1]:.2f} ms"))
+        for kind, evts in sorted(kinds.items(), key=lambda kv: -sum(e[0] for e in kv[1])):
+            top = max(evts)
+            out.append(KernelShare(call_name, kind, sum(e[0] for e in evts) / reps / 1e3,
+                                   round(sum(e[1] for e in evts) / reps), top[2][:70]))
+        print("\n".join(f"[profile] {k.call}: {k.kind} {k.ms:.2f} ms ({k.kernels} kernels) {k.top}"
+                        for k in out if k.call == call_name), flush=True)
+        del cache
+    return out
+
+
 def token_hash(tokens: Tensor) -> str:
     """A prompt's generated tokens as a short digest (kept in the run's JSON state instead of the
     tokens: equal digests, equal tokens)."""
@@ -775,6 +875,12 @@ def render(run: Measured, device: torch.device) -> str:
                   "|---|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {t.variant} | {t.batch} | {t.ms:.2f} | {t.hbm_floor_ms:.2f} | {t.ms / t.hbm_floor_ms:.2f} | "
                   f"{t.compute_floor_ms:.2f} | {t.ms / t.compute_floor_ms:.2f} |" for t in steps]
+    if run.profile:
+        lines += ["", "## Where a call's time goes, by kernel kind",
+                  "", "torch.profiler over eager calls with compile=inductor's fused pieces (the kernels its graphs "
+                  "replay), device time per call; the first line of each call sums its kernels against its floors.", "",
+                  "| call | kind | ms per call | kernels per call | costliest kernel |", "|---|---|---:|---:|---|"]
+        lines += [f"| {k.call} | {k.kind} | {k.ms:.2f} | {k.kernels} | {k.top.replace('|', '/')} |" for k in run.profile]
     lines += ["", *targets(rows, reference, run.fidelity, gsm, floors, steps)]
     return "\n".join(lines)
 

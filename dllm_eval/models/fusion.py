@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -54,7 +55,15 @@ def fusable(fn: F) -> F:
         if compiled is None:
             _allow_recompiles()
             compiled = _compiled[fn] = torch.compile(fn, fullgraph=True)
-        return compiled(*args)
+        try:
+            return compiled(*args)
+        except torch._dynamo.exc.FailOnRecompileLimitHit:
+            # more distinct shapes than the limit: this piece runs eagerly from now on, rather
+            # than ending a run hours in (same math; only the fused kernel is given up)
+            warnings.warn(f"compile=inductor: {fn.__name__} met more shapes than torch.compile's recompile "
+                          "limit; it runs unfused from now on", stacklevel=2)
+            _compiled[fn] = fn
+            return fn(*args)
 
     call.__name__, call.__doc__, call.__wrapped__ = fn.__name__, fn.__doc__, fn  # type: ignore[attr-defined]
     return call  # type: ignore[return-value]
