@@ -176,3 +176,29 @@ def test_write_rows_leaves_other_rows_untouched(model):
     assert all(torch.allclose(k[0], a[0], atol=1e-12, rtol=0) for k, a in zip(cache.keys, alone.keys))
     assert all(torch.equal(k[1], b[1]) for k, b in zip(cache.keys, before[0]))
     assert cache.stamp[0, 12:20].tolist() == [1] * 8 and torch.equal(cache.stamp[1], before[1][1])
+
+
+@pytest.mark.parametrize("attend", ["cache", "prefix"])
+def test_a_contiguous_window_stores_through_a_slice_exactly_as_through_its_positions(attend):
+    """`span` (the window as a host range) only changes how the KV is stored: the cache and the
+    keys a window attends to are those of the index path, rows left out of `write_rows` included."""
+    from dllm_eval.models.cache import KVCache
+
+    gen = torch.Generator().manual_seed(0)
+    caches = []
+    for _ in range(2):
+        c = KVCache(1, 3, 2, 12, 4, torch.float32, torch.device("cpu"))
+        c.keys[0].copy_(torch.randn(3, 2, 12, 4, generator=torch.Generator().manual_seed(1)))
+        c.values[0].copy_(torch.randn(3, 2, 12, 4, generator=torch.Generator().manual_seed(2)))
+        c.write_rows.copy_(torch.tensor([True, False, True]))
+        caches.append(c)
+    k = torch.randn(3, 5, 2, 4, generator=gen).transpose(1, 2)  # strided, as the projections give it
+    v = torch.randn(3, 5, 2, 4, generator=gen).transpose(1, 2)
+    span = range(4, 9)
+    by_index = caches[0].layer_view(0, torch.arange(4, 9), attend, True, 4)(k, v)
+    by_slice = caches[1].layer_view(0, torch.arange(4, 9), attend, True, 4, span)(k, v)
+    for a, b in zip(by_index, by_slice, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(caches[0].keys[0], caches[1].keys[0]) and torch.equal(caches[0].values[0], caches[1].values[0])
+    assert torch.equal(caches[1].keys[0][1], torch.randn(3, 2, 12, 4, generator=torch.Generator().manual_seed(1))[1])
+    assert torch.equal(caches[1].keys[0][0, :, 4:9], k[0])

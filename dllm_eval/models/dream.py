@@ -478,7 +478,7 @@ class DreamModel(nn.Module):
 
         x = self.model.embed_tokens(ids)
         for i, layer in enumerate(self.model.layers):
-            kv = cache.layer_view(i, window, attend, write, None if span is None else span.start) \
+            kv = cache.layer_view(i, window, attend, write, None if span is None else span.start, span) \
                 if cache is not None else None
             x = layer(x, cos_sin, attn_mask, kv, n_extra)
         if cache is not None and write:

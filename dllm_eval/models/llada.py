@@ -403,7 +403,7 @@ class LLaDAModelLM(nn.Module):
         tr = self.model.transformer
         x = tr.wte(ids)
         for i, block in enumerate(tr.blocks):
-            kv = cache.layer_view(i, window, attend, write, start) if cache is not None else None
+            kv = cache.layer_view(i, window, attend, write, start, span) if cache is not None else None
             x = block(x, cos_sin, attn_mask, kv)
         if cache is not None and write:
             cache.mark_written(window)
