@@ -97,6 +97,10 @@ def test_step_targets_read_the_step_as_inductor_runs_it():
     ("void at::native::index_elementwise_kernel<128, 4>", "copy / index"),
     ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>", "other elementwise"),
     ("aten::mm", "matmul"),
+    ("void at::native::cunn_SoftMaxForward<8, double, double, double, at::native::SoftMaxForwardEpilogue>",
+     "selection (softmax, argmax, sort)"),
+    ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<c10::BFloat16, at::native::ArgMaxOps>>",
+     "selection (softmax, argmax, sort)"),
 ])
 def test_kernel_names_sort_into_kinds(name, kind):
     assert bench.kernel_kind(name) == kind

@@ -521,7 +521,7 @@ def _run(args: argparse.Namespace, switched: list[str]) -> int:
         run.matches = embedded_match_rates(modes, device)
         publish("the embedded model's match rates")
     if getattr(args, "profile", False) and not run.profile:
-        run.profile = kernel_profile(base, device, floors)
+        run.profile = kernel_profile(base, device, floors, served=served[modes[-1]])
         publish("the kernel profile")
     if args.gsm8k_prompts and (run.gsm is None or run.gsm.note):
         run.gsm = gsm8k_row(served[modes[-1]], modes[-1], floors, device, args.gsm8k_prompts)
@@ -696,6 +696,7 @@ KERNEL_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "sm90", "sm80", "matmul", "addmm", "aten::mm", "aten::bmm",
                 "aten::linear")),
     ("fused elementwise (inductor)", ("triton",)),
+    ("selection (softmax, argmax, sort)", ("softmax", "argmax", "sort", "topk", "radix", "reduce")),
     ("copy / index", ("copy", "index", "scatter", "gather", "cat", "memcpy", "memset", "fill", "where")),
 )
 
@@ -705,22 +706,49 @@ def kernel_kind(name: str) -> str:
     return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other elementwise")
 
 
+def _kinds(prof: Any, cuda: bool, reps: int) -> tuple[float, int, list[tuple[str, float, int, str]]]:
+    """(kernel ms per rep, kernels per rep, [(kind, ms, kernels, costliest kernel)], costliest kind
+    first) from a finished torch.profiler run: device time on a GPU, aten self time on a CPU."""
+    kinds: dict[str, list[tuple[float, int, str]]] = {}
+    for evt in prof.key_averages():
+        us = (getattr(evt, "self_device_time_total", 0) or getattr(evt, "self_cuda_time_total", 0)) if cuda \
+            else evt.self_cpu_time_total
+        if us > 0 and (cuda or evt.key.startswith("aten::")):
+            kinds.setdefault(kernel_kind(evt.key), []).append((us, evt.count, evt.key))
+    rows = [(kind, sum(e[0] for e in evts) / reps / 1e3, round(sum(e[1] for e in evts) / reps), max(evts)[2][:70])
+            for kind, evts in kinds.items()]
+    rows.sort(key=lambda r: -r[1])
+    return sum(r[1] for r in rows), sum(r[2] for r in rows), rows
+
+
 @torch.inference_mode()
-def kernel_profile(base: Any, device: torch.device, floors: tuple[float, float], reps: int = 5) -> list[KernelShare]:
+def kernel_profile(base: Any, device: torch.device, floors: tuple[float, float], reps: int = 5,
+                   served: Any = None) -> list[KernelShare]:
     """Device time per kernel kind of (a) the dual-cache step at batch 32 (block 32 after a
     256-token prompt), (b) a GSM8K-sized full refresh (batch 32, canvas 900 + 256), each run
-    eagerly with compile=inductor's fused pieces (the same kernels its graphs replay). The
-    floors say how far each call is from the hardware; this says which kernels hold the rest."""
+    eagerly with compile=inductor's fused pieces (the same kernels its graphs replay), and, given
+    the `served` model, (c) one whole GSM8K-sized decode as the bench runs it (graphs replayed,
+    the scheduler's own selection kernels included), against its wall time: the share of the
+    wall the GPU is busy, and which kernels the decode adds to the forwards. The floors say how
+    far each call is from the hardware; this says which kernels hold the rest."""
     from torch.profiler import ProfilerActivity, profile
 
     from dllm_eval.models import fusion
 
     cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
     weights = sum(p.numel() * p.element_size() for p in base.parameters())
     elem = next(iter(base.parameters())).element_size()
     vocab_hi = min(int(base.config.mask_token_id), 20000)
     batch = 32 if cuda else 2
     out: list[KernelShare] = []
+
+    def add(call_name: str, total: float, kernels: int, rows: list[tuple[str, float, int, str]], first: str) -> None:
+        out.append(KernelShare(call_name, "all kernels", total, kernels, first))
+        out.extend(KernelShare(call_name, kind, ms, n, top) for kind, ms, n, top in rows)
+        print("\n".join(f"[profile] {k.call}: {k.kind} {k.ms:.2f} ms ({k.kernels} kernels) {k.top}"
+                        for k in out if k.call == call_name), flush=True)
+
     for call_name, prompt, full in ((f"dual step b{batch} (canvas {256 + GEN})", 256, False),
                                     (f"full refresh b{batch} (canvas {900 + GEN})", 900, True)):
         length = prompt + GEN
@@ -738,36 +766,43 @@ def kernel_profile(base: Any, device: torch.device, floors: tuple[float, float],
         with fusion.enabled(elementwise=cuda, projections=False):
             for _ in range(2):  # compile and warm
                 base(inputs, **kwargs)
-            if cuda:
-                torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]) as prof:
+            _sync(device)
+            with profile(activities=activities) as prof:
                 for _ in range(reps):
                     base(inputs, **kwargs)
-                if cuda:
-                    torch.cuda.synchronize()
-        kinds: dict[str, list[Any]] = {}
-        for evt in prof.key_averages():
-            us = (getattr(evt, "self_device_time_total", 0) or getattr(evt, "self_cuda_time_total", 0)) if cuda \
-                else evt.self_cpu_time_total
-            if us > 0 and (cuda or evt.key.startswith("aten::")):
-                kinds.setdefault(kernel_kind(evt.key), []).append((us, evt.count, evt.key))
+                _sync(device)
         shape = (batch, length if full else BLOCK)
         call = Call(shape, {} if full else {"window": window, "attend": "cache", "write": True,
                                             "logits_positions": slice(0, BLOCK)}, length, False)
         moved, flops = call_cost(call, base.config, weights, elem)
-        total = sum(e[0] for evts in kinds.values() for e in evts) / reps / 1e3
+        total, kernels, rows = _kinds(prof, cuda, reps)
         floor = max(moved / floors[0], flops / floors[1]) * 1e3
-        out.append(KernelShare(call_name, "all kernels", total, round(sum(e[1] for v in kinds.values() for e in v) / reps),
-                               f"{total / floor:.2f}x the floor: HBM {1e3 * moved / floors[0]:.2f} ms, compute "
-                               f"{1e3 * flops / floors[1]:.2f} ms"))
-        for kind, evts in sorted(kinds.items(), key=lambda kv: -sum(e[0] for e in kv[1])):
-            top = max(evts)
-            out.append(KernelShare(call_name, kind, sum(e[0] for e in evts) / reps / 1e3,
-                                   round(sum(e[1] for e in evts) / reps), top[2][:70]))
-        print("\n".join(f"[profile] {k.call}: {k.kind} {k.ms:.2f} ms ({k.kernels} kernels) {k.top}"
-                        for k in out if k.call == call_name), flush=True)
+        add(call_name, total, kernels, rows, f"{total / floor:.2f}x the floor: HBM {1e3 * moved / floors[0]:.2f} ms, "
+                                             f"compute {1e3 * flops / floors[1]:.2f} ms")
         del cache
+    if served is not None:
+        from dllm_eval.schedulers import get_scheduler
+
+        sched = get_scheduler("fast_dllm", gen_length=GEN, cache="dual", threshold=None, steps=GEN // 4,
+                              block_length=BLOCK)
+        prompts = random_prompts(batch, 900, vocab_hi).to(device)
+        for _ in range(2):  # graphs are captured on a call's second occurrence
+            sched.generate(served, prompts)
+        _sync(device)
+        with profile(activities=activities) as prof:
+            started = time.perf_counter()
+            sched.generate(served, prompts)
+            _sync(device)
+            wall = 1e3 * (time.perf_counter() - started)
+        total, kernels, rows = _kinds(prof, cuda, 1)
+        add(f"whole GSM8K-sized decode b{batch} (fast_dllm, 4 tok/step)", total, kernels, rows,
+            f"busy {total / wall:.0%} of its {wall:.0f} ms wall (profiled: the wall includes the profiler's own cost)")
     return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def token_hash(tokens: Tensor) -> str:
