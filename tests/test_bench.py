@@ -122,3 +122,18 @@ def test_kernel_profile_accounts_for_every_kernel_on_cpu():
         assert {k.kind for k in kinds} >= {"matmul", "attention"}
         assert total.ms == pytest.approx(sum(k.ms for k in kinds), rel=1e-6)
         assert "x the floor" in total.top
+
+
+@pytest.mark.gpu
+def test_compile_seconds_is_the_first_steps_extra_time_on_gpu():
+    """compile=inductor's one-off cost, as the bench states it: positive (the first step compiles)
+    and the fused pieces are compiled afterwards (a second measurement costs about nothing)."""
+    from dllm_eval.frontend import load_front_end
+    from dllm_eval.models import EMBEDDED_MODEL_DIR, fusion
+
+    fusion._compiled.clear()
+    base = load_front_end(EMBEDDED_MODEL_DIR, device="cuda", compile="none").model
+    first = bench.compile_seconds(base, torch.device("cuda"))
+    assert first > 0.5
+    assert fusion._compiled
+    assert bench.compile_seconds(base, torch.device("cuda")) < first / 5

@@ -277,6 +277,7 @@ class Row:
     extra: dict[str, float] = field(default_factory=dict)
     token_hashes: list[str] = field(default_factory=list)  # each prompt's generated tokens, hashed
     same_as_eager: float | None = None  # share of prompts whose tokens equal eager mode's (compile modes)
+    warm_s: float = 0.0  # the two warm-up decodes: compiling (inductor) and capturing (graphs) happen there
 
     @property
     def per_call_ms(self) -> float:
@@ -312,12 +313,15 @@ def bench_row(model: Any, label: str, scheduler: str, params: dict[str, Any], pr
     recorder = Recorder(model)
     sched = get_scheduler(scheduler, gen_length=GEN, **params)
     row = Row(label, batch, prompts.shape[1], mode)
+    started = time.perf_counter()
     try:
         for _ in range(2):  # warm: graphs are captured on a call's second occurrence
             sched.generate(recorder, prompts[:batch])
     except UserError as exc:
         row.note = str(exc)
         return row
+    _sync(device)
+    row.warm_s = time.perf_counter() - started
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -488,6 +492,9 @@ def _run(args: argparse.Namespace, switched: list[str]) -> int:
             tmp.replace(path)
         return text
 
+    if "inductor" in modes and run.compile_s is None:  # before anything else compiles the pieces
+        run.compile_s = compile_seconds(base, device)
+        publish("the compile time")
     if gpu and not run.steps:  # the quick, independent measurements first
         run.steps = step_variants(base, device, floors)
         publish("the step variants")
@@ -543,6 +550,7 @@ class Measured:
     matches: list[tuple[str, str, float, int]] = field(default_factory=list)
     steps: list[StepTime] = field(default_factory=list)
     profile: list[KernelShare] = field(default_factory=list)
+    compile_s: float | None = None  # inductor's one-off compile (first step minus a warm one)
 
     @classmethod
     def load(cls, path: Path) -> Measured:
@@ -551,7 +559,8 @@ class Measured:
             return cls(raw["workload"], tuple(raw["floors"]), [Row(**r) for r in raw["rows"]],
                        [Row(**r) for r in raw["reference"]], raw["fidelity"],
                        None if raw["gsm"] is None else Row(**raw["gsm"]), [tuple(m) for m in raw["matches"]],
-                       [StepTime(**t) for t in raw["steps"]], [KernelShare(**k) for k in raw.get("profile", [])])
+                       [StepTime(**t) for t in raw["steps"]], [KernelShare(**k) for k in raw.get("profile", [])],
+                       raw.get("compile_s"))
         except (ValueError, KeyError, TypeError) as exc:
             raise UserError(f"--resume: {path} is not a bench state file ({exc}); delete it or run without --resume") from None
 
@@ -800,6 +809,27 @@ def kernel_profile(base: Any, device: torch.device, floors: tuple[float, float],
     return out
 
 
+@torch.inference_mode()
+def compile_seconds(base: Any, device: torch.device, prompt: int = 256) -> float:
+    """Seconds the first dual-cache step under compile=inductor's fusion takes beyond a warm one:
+    what compiling its fused pieces costs a process (run before anything else compiles them)."""
+    from dllm_eval.models import fusion
+
+    length, window = prompt + GEN, range(prompt, prompt + BLOCK)
+    ids = random_prompts(1, length, min(int(base.config.mask_token_id), 20000)).to(device)
+    cache = KVCache.for_model(base, 1, length)
+    base(ids, cache=cache, write=True)
+
+    def step() -> None:
+        base(ids[:, window.start: window.stop], window=window, cache=cache, attend="cache", write=True,
+             logits_positions=slice(0, BLOCK))
+
+    with fusion.enabled(elementwise=True, projections=EXPERIMENTAL["fused-projections"]):
+        first = _timed(step, device, reps=1)
+        warm = _timed(step, device, reps=5)
+    return first - warm
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -891,6 +921,11 @@ def render(run: Measured, device: torch.device) -> str:
             f"| {r.label} | {r.mode} | {r.prompt} | {r.batch} | {r.nfe:.1f} | {r.calls} | {r.max_row_nfe} | "
             f"{r.tokens_per_s:.1f} | {r.per_call_ms:.2f} | {r.step_ms:.2f} ({r.step_floor_ms:.2f}) | {r.pure_s:.3f} | {r.wall_s:.3f} | {r.overhead:.2f} | "
             f"{r.hbm_floor_s:.3f} | {r.compute_floor_s:.3f} | {r.peak_gib:.1f} | {same} |")
+    if run.compile_s is not None:
+        lines += ["", f"`compile=inductor` compiles its fused pieces once per process: the first dual-cache step "
+                  f"at batch 1 took {run.compile_s:.1f} s longer than a warm one (new shapes later cost a "
+                  "recompile each until Dynamo generalises them). Each row's two untimed warm-up decodes take "
+                  "their one-off costs (first kernels, graph captures; `warm_s` in the JSON)."]
     if any(r.mode == "inductor" and r.same_as_eager is not None for r in rows):
         lines += ["", "Random weights give nearly flat logits, so `inductor`'s different rounding (fused "
                   "elementwise kernels) flips near-ties and its tokens part from eager mode's on these rows; "
