@@ -153,11 +153,10 @@ def load_front_end(pretrained: str | Path, device: str | torch.device = "cpu", d
     from dllm_eval.models.registry import load_model
     from dllm_eval.models.tokenizer import load_tokenizer
 
-    mode = resolve_compile_mode(compile, device)  # a bad value or a GPU mode on CPU fails before loading
+    resolve_compile_mode(compile, device)  # a bad value or a GPU mode on CPU fails before loading
     path = resolve_checkpoint(pretrained)
     model = load_model(path, device=device, dtype=dtype)  # the family comes from config.json
-    if (compile or "auto").strip().lower() == "auto":
-        mode = resolve_compile_mode(compile, device, sum(p.numel() for p in model.parameters()))
+    mode = resolve_compile_mode(compile, device, sum(p.numel() for p in model.parameters()))  # auto: by size
     model = accelerate(model, mode)
     tokenizer = load_tokenizer(path)
     tokenizer.padding_side = "left"

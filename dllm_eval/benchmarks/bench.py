@@ -51,16 +51,20 @@ GEN, BLOCK, QUOTA_STEPS = 256, 32, 80
 # ----------------------------------------------------------------------------------------------
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work (nothing to wait for on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def _timed(fn: Callable[[], Any], device: torch.device, reps: int = 5) -> float:
     """Median seconds of `fn` (synchronised around each call)."""
     times = []
     for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        _sync(device)
         t0 = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -172,6 +176,29 @@ def call_cost(call: Call, config: Any, weight_bytes: int, elem: int) -> tuple[fl
     flops = 2 * body * b * w + 4 * b * w * keys * d * layers + 2 * d * vocab * b * scored
     kv_bytes = 2 * layers * b * keys * kv_width * elem
     return float(weight_bytes + kv_bytes), float(flops)
+
+
+def call_floors_ms(call: Call, model: Any, floors: tuple[float, float]) -> tuple[float, float]:
+    """(HBM floor, compute floor) of one call in ms: `call_cost` at the measured copy bandwidth
+    and matmul rate, for `model`'s weights (a serving wrapper's model's)."""
+    served = getattr(model, "served_model", model)
+    params = list(served.parameters())
+    moved, flops = call_cost(call, served.config, sum(p.numel() * p.element_size() for p in params),
+                             params[0].element_size())
+    return 1e3 * moved / floors[0], 1e3 * flops / floors[1]
+
+
+def dual_step(model: Any, batch: int, prompt: int, device: torch.device) -> tuple[Callable[[], Any], Call]:
+    """The dual-cache step the bench times alone, and its `Call`: block `BLOCK` right after a
+    `prompt`-token random prompt (canvas prompt + GEN), over a cache one full forward filled,
+    writing its KV. `model` may be a serving wrapper (its pooled cache is used then)."""
+    length, window = prompt + GEN, range(prompt, prompt + BLOCK)
+    ids = random_prompts(batch, length, min(int(model.config.mask_token_id), 20000)).to(device)
+    cache = KVCache.for_model(model, batch, length)
+    model(ids, cache=cache, write=True)
+    kwargs: dict[str, Any] = {"window": window, "attend": "cache", "write": True, "logits_positions": slice(0, BLOCK)}
+    step = functools.partial(model, ids[:, window.start: window.stop].contiguous(), cache=cache, **kwargs)
+    return step, Call((batch, BLOCK), kwargs, length, False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,7 +355,6 @@ def bench_row(model: Any, label: str, scheduler: str, params: dict[str, Any], pr
     _sync(device)
     row.warm_s = time.perf_counter() - started
     if device.type == "cuda":
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     recorder.recording = True
     nfe, max_row = 0, 0
@@ -338,8 +364,7 @@ def bench_row(model: Any, label: str, scheduler: str, params: dict[str, Any], pr
         row.token_hashes.extend(token_hash(t) for t in out.tokens.cpu())
         nfe += sum(t["nfe"] for t in out.traces)
         max_row += max(t["nfe"] for t in out.traces)  # the calls a batch needs at least
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    _sync(device)
     row.wall_s = time.perf_counter() - started
     recorder.recording = False
     row.nfe = nfe / prompts.shape[0]
@@ -664,27 +689,16 @@ def step_variants(base: Any, device: torch.device, floors: tuple[float, float], 
     from dllm_eval.models.graphs import GraphedModel
 
     base.fuse_projections()  # used only where a variant turns projections on (fusion.enabled)
-    weights = sum(p.numel() * p.element_size() for p in base.parameters())
-    elem = next(iter(base.parameters())).element_size()
-    length, window = prompt + GEN, range(prompt, prompt + BLOCK)
     out = []
     for name, (compiled, elementwise, projections) in STEP_VARIANTS.items():
         served = GraphedModel(base, compiled=compiled)
         served.fusion_parts = {"elementwise": elementwise, "projections": projections}
         for batch in batches:
-            ids = random_prompts(batch, length, min(int(base.config.mask_token_id), 20000)).to(device)
-            cache = served.static_cache(batch, length)
-            served(ids, cache=cache, write=True)  # fill the cache
-
-            step = functools.partial(served, ids[:, window.start: window.stop].contiguous(), window=window, cache=cache,
-                                     attend="cache", write=True, logits_positions=slice(0, BLOCK))
+            step, call = dual_step(served, batch, prompt, device)
             for _ in range(3):  # captured on its second call
                 step()
-            call = Call((batch, BLOCK), {"window": window, "attend": "cache", "write": True,
-                                         "logits_positions": slice(0, BLOCK)}, length, False)
-            moved, flops = call_cost(call, base.config, weights, elem)
-            out.append(StepTime(name, batch, 1e3 * _timed(step, device, reps=20), 1e3 * moved / floors[0],
-                                1e3 * flops / floors[1]))
+            hbm_ms, compute_ms = call_floors_ms(call, base, floors)
+            out.append(StepTime(name, batch, 1e3 * _timed(step, device, reps=20), hbm_ms, compute_ms))
             print(f"[step] {name} b{batch}: {out[-1].ms:.2f} ms (HBM floor {out[-1].hbm_floor_ms:.2f}, "
                   f"compute floor {out[-1].compute_floor_ms:.2f})", flush=True)
         del served, step
@@ -751,8 +765,6 @@ def kernel_profile(base: Any, device: torch.device, floors: tuple[float, float],
 
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
-    weights = sum(p.numel() * p.element_size() for p in base.parameters())
-    elem = next(iter(base.parameters())).element_size()
     vocab_hi = min(int(base.config.mask_token_id), 20000)
     batch = 32 if cuda else 2
     out: list[KernelShare] = []
@@ -765,35 +777,27 @@ def kernel_profile(base: Any, device: torch.device, floors: tuple[float, float],
 
     for call_name, prompt, full in ((f"dual step b{batch} (canvas {256 + GEN})", 256, False),
                                     (f"full refresh b{batch} (canvas {900 + GEN})", 900, True)):
-        length = prompt + GEN
-        ids = random_prompts(batch, length, vocab_hi).to(device)
-        cache = KVCache.for_model(base, batch, length)
-        window = range(prompt, prompt + BLOCK)
-        if full:
-            kwargs: dict[str, Any] = {"cache": cache, "write": True, "logits_positions": slice(prompt, prompt + BLOCK)}
-            inputs = ids
+        if full:  # the refresh at a block start: the whole canvas, writing the cache, one block's logits
+            length = prompt + GEN
+            ids = random_prompts(batch, length, vocab_hi).to(device)
+            kwargs: dict[str, Any] = {"write": True, "logits_positions": slice(prompt, prompt + BLOCK)}
+            call = Call((batch, length), kwargs, length, False)
+            run_call = functools.partial(base, ids, cache=KVCache.for_model(base, batch, length), **kwargs)
         else:
-            base(ids, cache=cache, write=True)
-            kwargs = {"window": window, "cache": cache, "attend": "cache", "write": True,
-                      "logits_positions": slice(0, BLOCK)}
-            inputs = ids[:, window.start: window.stop].contiguous()
+            run_call, call = dual_step(base, batch, prompt, device)
         with fusion.enabled(elementwise=cuda, projections=False):
             for _ in range(2):  # compile and warm
-                base(inputs, **kwargs)
+                run_call()
             _sync(device)
             with profile(activities=activities) as prof:
                 for _ in range(reps):
-                    base(inputs, **kwargs)
+                    run_call()
                 _sync(device)
-        shape = (batch, length if full else BLOCK)
-        call = Call(shape, {} if full else {"window": window, "attend": "cache", "write": True,
-                                            "logits_positions": slice(0, BLOCK)}, length, False)
-        moved, flops = call_cost(call, base.config, weights, elem)
         total, kernels, rows = _kinds(prof, cuda, reps)
-        floor = max(moved / floors[0], flops / floors[1]) * 1e3
-        add(call_name, total, kernels, rows, f"{total / floor:.2f}x the floor: HBM {1e3 * moved / floors[0]:.2f} ms, "
-                                             f"compute {1e3 * flops / floors[1]:.2f} ms")
-        del cache
+        hbm_ms, compute_ms = call_floors_ms(call, base, floors)
+        add(call_name, total, kernels, rows, f"{total / max(hbm_ms, compute_ms):.2f}x the floor: HBM {hbm_ms:.2f} ms, "
+                                             f"compute {compute_ms:.2f} ms")
+        del run_call
     if served is not None:
         from dllm_eval.schedulers import get_scheduler
 
@@ -820,24 +824,11 @@ def compile_seconds(base: Any, device: torch.device, prompt: int = 256) -> float
     what compiling its fused pieces costs a process (run before anything else compiles them)."""
     from dllm_eval.models import fusion
 
-    length, window = prompt + GEN, range(prompt, prompt + BLOCK)
-    ids = random_prompts(1, length, min(int(base.config.mask_token_id), 20000)).to(device)
-    cache = KVCache.for_model(base, 1, length)
-    base(ids, cache=cache, write=True)
-
-    def step() -> None:
-        base(ids[:, window.start: window.stop], window=window, cache=cache, attend="cache", write=True,
-             logits_positions=slice(0, BLOCK))
-
+    step, _ = dual_step(base, 1, prompt, device)
     with fusion.enabled(elementwise=True, projections=EXPERIMENTAL["fused-projections"]):
         first = _timed(step, device, reps=1)
         warm = _timed(step, device, reps=5)
     return first - warm
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def token_hash(tokens: Tensor) -> str:
