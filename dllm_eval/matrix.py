@@ -690,7 +690,14 @@ def timing_pass(args: argparse.Namespace, mf: MatrixFile, settings: dict[str, An
     if out.is_file() and out.stat().st_mtime >= max(markers, default=0.0):
         return False
     from dllm_eval.models import EMBEDDED_MODEL_DIR
-    from dllm_eval.timing import build_requests, eager_front_end, interleaved_timing, tier_batches, write_rows
+    from dllm_eval.timing import (
+        build_requests,
+        design_meta,
+        eager_front_end,
+        interleaved_timing,
+        tier_batches,
+        write_rows,
+    )
 
     limit = getattr(args, "timing_limit", None) or _per_device(cfg.get("limit", 48), settings["device"], 48)
     if settings.get("limit") is not None:  # never more documents than the cells ran (a quick LIMIT=8 try)
@@ -708,7 +715,7 @@ def timing_pass(args: argparse.Namespace, mf: MatrixFile, settings: dict[str, An
         rows = interleaved_timing(front, requests, configs, batch, progress=bar)
     write_rows(rows, out, {"baseline": mf.baseline, "labels": labels, "batch": batch, "limit": int(limit),
                            "device": settings["device"], "dtype": str(front.model.dtype).removeprefix("torch."),
-                           "gen_length": common.get("gen_length")})
+                           "gen_length": common.get("gen_length"), **design_meta(front)})
     return True
 
 

@@ -4,9 +4,19 @@ Why a separate pass: accuracy comes from independent lm_eval runs, but their tim
 minutes apart, so machine drift (another process, a throttled CPU, a GPU clocking down) lands
 on one configuration and not the other. On the project's 2-core CPU the baseline run twice
 measured 0.85x its own throughput. Here one process decodes the *same batches* with every
-configuration, in an order that rotates from batch to batch (batch i starts with configuration
-i mod K), after one untimed warm-up batch per configuration. Each batch then gives a paired
+configuration, after one untimed warm-up batch per configuration. Each batch then gives a paired
 ratio, and drift that lasts longer than one batch cancels in the ratio.
+
+The order within a batch is a Williams crossover design (`crossover_order`): over K consecutive
+batches (2K for an odd K) every configuration runs at every position equally often *and follows
+every other configuration equally often*. A plain cyclic shift balances positions but gives each
+configuration the same predecessor in every batch, so whatever one decode leaves behind for the
+next (allocator blocks of its shapes, a clock state) lands on one configuration only. On the GPU
+that bias was large: eager decoding of a new batch pays first-touch costs for its shapes (CUDA
+caching-allocator growth and the like), and the baseline, always run right after the peer
+samplers' differently shaped decodes, measured 0.82x its own A/A twin (1.21x [1.12, 1.31], tiny_dream,
+H200, 2026-12-02). So on CUDA every batch is also decoded once by every configuration, untimed,
+before its timed round (`warm_each_batch`): first-touch costs then never land in a timing.
 
 Batches are tier-homogeneous: documents that carry a difficulty tier (the synthetic tasks) are
 batched within their tier (`tier_batches`), so a claim about one tier ("throughput on easy
@@ -43,6 +53,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,7 +90,7 @@ class TimedBatch:
     task: str
     batch: int
     label: str
-    position: int  # where in this batch's rotation the configuration ran (0 = first)
+    position: int  # where in this batch's crossover order the configuration ran (0 = first)
     wall_s: float
     gen_tokens: int
     nfe: int
@@ -97,11 +109,30 @@ class TimedBatch:
         raise ValueError(f"unknown throughput unit {unit!r}; use one of {', '.join(THROUGHPUT_UNITS)}")
 
 
-def rotation(labels: list[str], batch: int) -> list[str]:
-    """The order configurations decode batch `batch`: a cyclic shift, so each configuration runs
-    first, second, ... equally often and a slow start or a drifting clock is shared out."""
-    k = batch % len(labels)
-    return labels[k:] + labels[:k]
+def design_meta(front: Any) -> dict[str, Any]:
+    """What a timing file records of how it was measured (read by the report): the order design
+    and whether each batch had an untimed round first (`interleaved_timing`'s default for this
+    front end's device). Files without "order" came from the earlier cyclic-shift order."""
+    return {"order": "williams", "warm_each_batch": front.model.device.type == "cuda"}
+
+
+def crossover_order(labels: list[str], batch: int) -> list[str]:
+    """The order configurations decode batch `batch`: row `batch` of a Williams design.
+
+    For K configurations, sequence r is r, r+1, r-1, r+2, r-2, ... (mod K); for an odd K the
+    reversed sequences follow as rows K..2K-1. Over one full cycle (K rows, 2K when K is odd)
+    every configuration sits at every position equally often and directly follows every other
+    configuration equally often, so first-order carry-over between decodes is shared out."""
+    k = len(labels)
+    first = [0]
+    for i in range(1, k):
+        first.append((i + 1) // 2 if i % 2 else k - i // 2)
+    cycle = k if k % 2 == 0 else 2 * k
+    r = batch % cycle
+    order = [(j + r) % k for j in first]
+    if r >= k:  # odd K: the second square holds the reversed sequences
+        order = [(j + r - k) % k for j in first][::-1]
+    return [labels[j] for j in order]
 
 
 def canvas_length(max_gen_toks: int, block_length: int | None, fixed: int | None = None) -> int:
@@ -151,14 +182,21 @@ def tier_batches(reqs: list[Request], batch_size: int) -> list[list[Request]]:
 
 def interleaved_timing(front: Any, requests: dict[str, list[Request]],
                        configs: dict[str, tuple[str, dict[str, Any]]], batch_size: int,
-                       progress: Any = None) -> list[TimedBatch]:
-    """Decode every task's batches with every configuration in rotating order; one row per decode."""
+                       progress: Any = None, *, warm_each_batch: bool | None = None,
+                       rows: list[TimedBatch] | None = None) -> list[TimedBatch]:
+    """Decode every task's batches with every configuration in crossover order; one row per decode.
+
+    `warm_each_batch` (default: on for a CUDA model) decodes each batch once with every
+    configuration, untimed, before its timed round. `rows`, when given, is filled in place, so a
+    caller that is interrupted keeps the rows timed so far."""
     import torch
 
     from dllm_eval.schedulers import get_scheduler
 
+    if warm_each_batch is None:
+        warm_each_batch = front.model.device.type == "cuda"
     labels = list(configs)
-    rows: list[TimedBatch] = []
+    rows = [] if rows is None else rows
     for task, reqs in requests.items():
         batches = tier_batches(reqs, batch_size)
         built = {}
@@ -171,7 +209,12 @@ def interleaved_timing(front: Any, requests: dict[str, list[Request]],
             front.generate([r[1] for r in batches[0]], built[label], stops)
         for b, batch in enumerate(batches):
             contexts = [r[1] for r in batch]
-            for position, label in enumerate(rotation(labels, b)):
+            order = crossover_order(labels, b)
+            if warm_each_batch:
+                for label in order:
+                    front.generate(contexts, built[label], stops,
+                                   generator=torch.Generator(device=front.model.device).manual_seed(b))
+            for position, label in enumerate(order):
                 generator = torch.Generator(device=front.model.device).manual_seed(b)
                 started = time.perf_counter()
                 decoded = front.generate(contexts, built[label], stops, generator=generator)
@@ -276,12 +319,29 @@ def run(args: argparse.Namespace) -> int:
     front = eager_front_end(args.model or EMBEDDED_MODEL_DIR, device)
     requests = {t: build_requests(t, args.include_path, args.limit) for t in args.tasks.split(",") if t}
     total = sum(len(tier_batches(r, args.batch)) for r in requests.values()) * len(configs)
-    with tqdm(total=total, desc="timing (interleaved)") as bar:
-        rows = interleaved_timing(front, requests, configs, args.batch, progress=bar)
     meta = {"baseline": labels[0], "labels": labels, "batch": args.batch, "limit": args.limit,
             "device": str(front.model.device), "dtype": str(front.model.dtype).removeprefix("torch."),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
-    if args.out:
+            "torch": torch.__version__, "threads": torch.get_num_threads(), **design_meta(front)}
+    rows: list[TimedBatch] = []
+    # A pass cut short (Ctrl-C, or `timeout`'s SIGTERM on a leased machine) still writes the rows it
+    # timed, marked partial: every finished batch is a complete paired unit.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with tqdm(total=total, desc="timing (interleaved)") as bar:
+            interleaved_timing(front, requests, configs, args.batch, progress=bar, rows=rows)
+    except KeyboardInterrupt:
+        meta["partial"] = True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.out and rows:
         write_rows(rows, Path(args.out), meta)
-    print(summary_table(rows, labels[0]))
-    return 0
+    if meta.get("partial"):
+        print(f"dllm-eval timing: interrupted after {len(rows)} timed decodes"
+              + (f"; wrote them to {args.out} (marked partial)" if args.out and rows else ""), file=sys.stderr)
+    if rows:
+        print(summary_table(rows, labels[0]))
+    return 130 if meta.get("partial") else 0
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

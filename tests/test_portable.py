@@ -40,3 +40,22 @@ def test_portable_strips_machine_paths() -> None:
            f"--include_path {Path.cwd() / 'tasks'}"
     out = portable(text)
     assert out == "python -m dllm_eval.lm_eval_cli --model_args pretrained=tiny_llada,x=1 --include_path tasks"
+
+
+def test_report_commands_read_relative_to_the_run_folder_wherever_it_was_made() -> None:
+    """A run made under /tmp on a leased machine (and one made under results/ here): cell commands
+    read raw/..., the matrix call --results-dir .., and text from other folders is left alone."""
+    from dllm_eval.analysis.report import run_relative
+
+    for made in ("/tmp/runs/gpu/tiny_dream", "results/example"):
+        cmds = [f"python -m x --model_args trace_dir={made}/raw/a/seed1/traces --output_path {made}/raw/a/seed1",
+                f"python -m x --output_path {made}/raw/b/seed1"]
+        assert [run_relative(c, cmds) for c in cmds] == [
+            "python -m x --model_args trace_dir=raw/a/seed1/traces --output_path raw/a/seed1",
+            "python -m x --output_path raw/b/seed1"]
+        parent = made.rsplit("/", 1)[0]
+        argv = f"dllm-eval eval-all --run {made.rsplit('/', 1)[1]} --results-dir {parent} --config /opt/m.yaml"
+        assert run_relative(argv, cmds) == f"dllm-eval eval-all --run {made.rsplit('/', 1)[1]} --results-dir .. --config /opt/m.yaml"
+    # cells written to two different folders: no single run folder, nothing rewritten
+    mixed = ["x --output_path /a/raw/l/seed1", "x --output_path /b/raw/l/seed1"]
+    assert run_relative(mixed[0], mixed) == mixed[0]

@@ -11,9 +11,9 @@ from dllm_eval.timing import (
     KEPT,
     TimedBatch,
     canvas_length,
+    crossover_order,
     paired_throughput,
     read_rows,
-    rotation,
     summary_table,
     write_rows,
 )
@@ -21,12 +21,75 @@ from dllm_eval.timing import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_rotation_puts_every_configuration_first_equally_often():
-    labels = ["a", "b", "c"]
-    orders = [rotation(labels, b) for b in range(6)]
-    assert orders[:3] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
-    for label in labels:
-        assert sorted(o.index(label) for o in orders) == [0, 0, 1, 1, 2, 2]
+def test_crossover_order_is_williams_design_balanced_for_position_and_predecessor():
+    """Checked by counting, for K = 2..7: over one cycle (K batches, 2K for odd K) every label sits
+    at every position equally often and directly follows every other label equally often (a
+    cyclic shift passes the first count and fails the second: each label has one predecessor)."""
+    from collections import Counter
+
+    assert crossover_order(list("abcd"), 0) == list("abdc")  # 0, 1, K-1, 2 (hand-computed)
+    assert crossover_order(list("abcd"), 1) == list("bcad")
+    for k in range(2, 8):
+        labels = [f"c{i}" for i in range(k)]
+        cycle = k if k % 2 == 0 else 2 * k
+        orders = [crossover_order(labels, b) for b in range(cycle)]
+        assert all(sorted(o) == labels for o in orders)
+        positions = Counter((o.index(lab), lab) for o in orders for lab in labels)
+        assert set(positions.values()) == {cycle // k}
+        follows = Counter((o[i], o[i + 1]) for o in orders for i in range(k - 1))
+        assert len(follows) == k * (k - 1) and set(follows.values()) == {cycle // k}
+        assert crossover_order(labels, cycle) == orders[0]
+
+
+class _FakeFront:
+    """Records every decode: (batch's first context, label, timed?) via the generate calls."""
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.model = type("M", (), {"device": torch.device(device)})()
+        self.calls: list[tuple[str, float]] = []
+
+    def generate(self, contexts, scheduler, stops, generator=None):
+        from types import SimpleNamespace
+
+        self.calls.append((contexts[0], scheduler.params.threshold))
+        return SimpleNamespace(gen_tokens=[3] * len(contexts),
+                               output=SimpleNamespace(traces=[{"nfe": 2}] * len(contexts)))
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_warm_each_batch_decodes_every_batch_untimed_with_every_configuration_first(warm):
+    from dllm_eval.timing import interleaved_timing
+
+    front = _FakeFront("cpu")
+    reqs = [(i, f"doc{i}", {"until": [], "max_gen_toks": 32}, None) for i in range(4)]
+    configs = {"a": ("fast_dllm", {"threshold": 0.9}), "b": ("fast_dllm", {"threshold": 0.5})}
+    rows = interleaved_timing(front, {"t": reqs}, configs, batch_size=2, warm_each_batch=warm)
+    assert len(rows) == 4  # two batches x two configurations timed, whatever the warm-up
+    per_batch = 4 if warm else 2
+    # the first two calls are the one-off warm-up on batch 0; then each batch: (untimed round +) timed round
+    assert front.calls[:2] == [("doc0", 0.9), ("doc0", 0.5)]
+    assert [c[0] for c in front.calls[2:]] == ["doc0"] * per_batch + ["doc2"] * per_batch
+    assert {(r.batch, r.label, r.position) for r in rows} == {(0, "a", 0), (0, "b", 1), (1, "b", 0), (1, "a", 1)}
+
+
+def test_warm_each_batch_defaults_to_on_for_cuda_models_only(monkeypatch):
+    import torch
+
+    from dllm_eval.timing import interleaved_timing
+
+    cpu_generator = torch.Generator
+    monkeypatch.setattr(torch, "Generator", lambda device=None: cpu_generator(device="cpu"))  # no CUDA here
+
+    reqs = [(0, "doc0", {"until": [], "max_gen_toks": 32}, None)]
+    configs = {"a": ("fast_dllm", {"threshold": 0.9})}
+    cpu = _FakeFront("cpu")
+    interleaved_timing(cpu, {"t": reqs}, configs, batch_size=1)
+    assert len(cpu.calls) == 2  # one-off warm-up + the timed decode
+    gpu = _FakeFront("cuda")  # only the device type is read; nothing runs on a GPU
+    interleaved_timing(gpu, {"t": reqs}, configs, batch_size=1)
+    assert len(gpu.calls) == 3  # + the batch's untimed round
 
 
 def test_canvas_length_rounds_up_to_whole_blocks():
@@ -95,7 +158,7 @@ def test_interleaved_timing_end_to_end_on_the_embedded_model(tmp_path):
                "t03": ("fast_dllm", {"threshold": 0.3})}
     rows = interleaved_timing(front, requests, configs, batch_size=2)
     assert len(rows) == 4 * 3
-    assert [r.label for r in rows if r.batch == 1] == ["aa", "t03", "base"]  # rotated
+    assert [r.label for r in rows if r.batch == 1] == ["aa", "t03", "base"]  # crossover order, batch 1
     # tier-homogeneous: batch b holds the two documents of tier b + 1
     assert {(r.batch, tuple(r.docs), r.tier) for r in rows if r.label == "base"} == {
         (0, (0, 4), 1), (1, (1, 5), 2), (2, (2, 6), 3), (3, (3, 7), 4)}

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -365,7 +366,8 @@ def _compare(
         cl = idx.clusters(base, task)
         if _has(ta) and _has(ca) and _has(tb) and _has(cb):
             ratios["tps"] = stats.paired_ratio(ta, tb, ca, cb, clusters=cl, n_resamples=N_RESAMPLES, rng=rs + 2)
-        ratios["tps"] = _timed(idx.run, label, base, task) or ratios["tps"]  # the paired pass wins
+        if idx.run.timing:  # a run with a paired pass shows paired ratios only: a label it skipped has none
+            ratios["tps"] = _timed(idx.run, label, base, task)
         la, lb = _rowsum_mean(idx.matrix(label, task, "latency_s")), _rowsum_mean(idx.matrix(base, task, "latency_s"))
         if _has(la) and _has(lb):
             ratios["latency"] = stats.paired_ratio(la, lb, clusters=cl, n_resamples=N_RESAMPLES, rng=rs + 3)
@@ -1054,6 +1056,20 @@ def _fmt_limit(v: Any) -> str:
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
+def run_relative(text: str, commands: list[str]) -> str:
+    """`text` with the folder the run was written to (read off the cells' `--output_path
+    <run>/raw/...`) made relative to that run folder: a cell command then reads `raw/<label>/...`
+    and the matrix call `--results-dir ..`, the same wherever the folder was made or copied to (a
+    run made under /tmp on a leased GPU machine and committed under results/ included)."""
+    made_in = {m.group(1) for c in commands for m in re.finditer(r"--output_path\s+(\S+?)/raw/", c)}
+    if len(made_in) != 1:
+        return text
+    folder = made_in.pop()
+    parent = str(Path(folder).parent)
+    text = text.replace(f"{folder}/", "")
+    return re.sub(r"(--results-dir\s+)" + re.escape(parent) + r"(?=\s|$)", r"\1..", text)
+
+
 def _header(run: RunData, base: str, labels: list[str]) -> dict[str, Any]:
     metas = [u.meta for u in run.units]
     env = (run.matrix or {}).get("environment") or {}
@@ -1086,8 +1102,13 @@ def _header(run: RunData, base: str, labels: list[str]) -> dict[str, Any]:
         tiers = sorted({t for t in batches.values() if t is not None})
         per_tier = ", ".join(f"tier {t}: {sum(v == t for v in batches.values())}" for t in tiers)
         throughput = (f"interleaved timing pass (`timing.json`): {len(batches)} batches of {meta.get('batch', '?')} "
-                      f"documents decoded by every configuration in rotating order in one process on "
-                      f"{meta.get('device', '?')}; tokens/s ratios are paired by batch"
+                      f"documents decoded by every configuration in one process on {meta.get('device', '?')}, "
+                      + ("in a crossover order balanced for position and predecessor (Williams design)"
+                         if meta.get("order") == "williams" else "in rotating (cyclic) order")
+                      + ("; every batch first decoded once by every configuration, untimed"
+                         if meta.get("warm_each_batch") else "")
+                      + ("; **partial: the pass was cut short**" if meta.get("partial") else "")
+                      + "; tokens/s ratios are paired by batch"
                       + (f"; batches are tier-homogeneous (each holds documents of one difficulty tier; {per_tier}), "
                          "so a tier claim is judged on batches of that tier alone" if tiers else ""))
         for lab in labels:
@@ -1113,9 +1134,9 @@ def _header(run: RunData, base: str, labels: list[str]) -> dict[str, Any]:
         "lm_eval": ", ".join(map(str, _uniq([m.get("lm_eval_version") for m in metas]))) or env.get("lm_eval") or "unknown",
         "python": env.get("python") or "unknown",
         "git": git,
-        "invocation": portable((run.matrix or {}).get("argv") or "") or None,
+        "invocation": run_relative(portable((run.matrix or {}).get("argv") or ""), commands) or None,
         "settings": settings,
-        "commands": [portable(c) for c in commands],
+        "commands": [run_relative(portable(c), commands) for c in commands],
         "seeds": {lab: run.configs[lab].seeds for lab in labels},
         "generated": _dt.datetime.now().isoformat(timespec="seconds"),
     }
