@@ -122,6 +122,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "CPU work -- lm-eval's start, scoring code in the sandbox -- then overlaps other cells' decoding)"
     )
     parser.add_argument(
+        "--cpu-cells", type=int, metavar="K",
+        help="a CPU run without --gpus: K cells at once, each with cores/K threads (lm-eval's start, its "
+        "task building and the code sandbox are single-threaded, so two 1-thread cells on 2 cores finish "
+        "in 0.75x the time of two 2-thread cells in turn). Default: settings.cpu_cells of the matrix "
+        "config (the shipped one: 2), else 1"
+    )
+    parser.add_argument(
         "--launcher", choices=LAUNCHERS, default="local",
         help="local: this machine (default); slurm: one SLURM job per cell through submitit; "
         "submitit-local: submitit's local executor (the slurm code path without SLURM, for tests)",
@@ -324,6 +331,8 @@ def _placement(args: argparse.Namespace) -> dict[str, Any]:
     out = {"launcher": getattr(args, "launcher", "local"), "gpus": parse_gpus(getattr(args, "gpus", None))}
     if getattr(args, "cells_per_gpu", 1) != 1:
         out["cells_per_gpu"] = args.cells_per_gpu
+    if (getattr(args, "cpu_cells", None) or 1) > 1:
+        out["cpu_cells"] = args.cpu_cells
     if out["launcher"] != "local":
         out.update({k: v for k, v in vars(args).items() if k.startswith("slurm_") and v is not None})
     return out
@@ -554,6 +563,24 @@ def _device_env(device: str) -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": device.removeprefix("cuda:")}
 
 
+def cpu_cells(args: argparse.Namespace, mf: MatrixFile, device: str) -> int:
+    """Cells run at once on a CPU run without --gpus: --cpu-cells, else settings.cpu_cells (given
+    plainly or per device), else 1; never more than the machine's cores."""
+    if parse_gpus(getattr(args, "gpus", None)) or device != "cpu":
+        return 1
+    given = getattr(args, "cpu_cells", None)
+    k = int(given if given is not None else _per_device(mf.settings.get("cpu_cells"), device, 1))
+    if k < 1:
+        raise UserError(f"--cpu-cells {k}: give at least 1")
+    return min(k, os.cpu_count() or 1)
+
+
+def _thread_env(threads: int) -> dict[str, str]:
+    """A cell's intra-op threads (torch reads OMP_NUM_THREADS at start): fixed per slot, so a cell's
+    floating-point reductions do not depend on whether the other slots were busy."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
 def _slurm_executor(args: argparse.Namespace, run_dir: Path) -> Any:
     """A submitit executor: SLURM (--launcher slurm) or its local stand-in (submitit-local)."""
     try:
@@ -592,13 +619,22 @@ def _tail(path: Path, n: int = 15) -> str:
 
 def _run_here(args: argparse.Namespace, todo: list[Cell], n_prefix: int, bar: Any, finished: Any,
               records: dict[str, dict[str, Any]], any_failed: Any, device: str) -> None:
-    """This machine: one cell at a time, or with --gpus one per device, from a small thread pool
-    that hands the next cell to whichever device is free."""
+    """This machine: one cell at a time; with --gpus one per device; on a CPU with K = --cpu-cells
+    above 1, K at once with cores/K threads each. A small thread pool hands the next cell to
+    whichever slot is free."""
     devices = parse_gpus(args.gpus)
+    env_of = _device_env
     if devices:
         if getattr(args, "cells_per_gpu", 1) < 1:
             raise UserError(f"--cells-per-gpu {args.cells_per_gpu}: give at least 1")
         devices = [d for _ in range(getattr(args, "cells_per_gpu", 1)) for d in devices]
+    elif (getattr(args, "cpu_cells", None) or 1) > 1:
+        threads = max(1, (os.cpu_count() or 1) // args.cpu_cells)
+        devices = [f"cpu slot {i + 1} of {args.cpu_cells} ({threads} thread{'s' * (threads > 1)})"
+                   for i in range(args.cpu_cells)]
+
+        def env_of(slot: str) -> dict[str, str]:
+            return _thread_env(threads)
     if not devices:  # serial, with the in-cell progress bar
         for c in todo:
             bar.set_postfix_str(c.name)
@@ -620,7 +656,7 @@ def _run_here(args: argparse.Namespace, todo: list[Cell], n_prefix: int, bar: An
                 while pending and free and not (any_failed() and args.fail_fast):
                     c, device = pending.pop(0), free.pop(0)
                     records[c.name].update({"status": "running", "device": device})
-                    running[pool.submit(execute_cell, c, n_prefix, device, _device_env(device))] = (c, device)
+                    running[pool.submit(execute_cell, c, n_prefix, device, env_of(device))] = (c, device)
                 if not running:
                     break
                 bar.set_postfix_str(", ".join(f"{c.name}@{d}" for c, d in running.values()))
@@ -827,6 +863,7 @@ def run(args: argparse.Namespace) -> int:
             f"{conflicts[0].dir} was finished with different settings than this call "
             f"({len(conflicts)} cell(s) affected); use another --run name, or delete that folder to redo it"
         )
+    args.cpu_cells = cpu_cells(args, mf, settings["device"])
     run_dir.mkdir(parents=True, exist_ok=True)
     matrix_path = run_dir / "matrix.json"
     previous: dict[str, Any] = {}
@@ -874,7 +911,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"dllm-eval eval-all: {len(cells)} runs ({len(settings['labels'])} configurations x {len(settings['seeds'])} seeds) "
         f"on {', '.join(settings['tasks'])}, limit {settings['limit']}, device {settings['device']}; "
-        f"{n_done} already done, results in {run_dir}",
+        f"{n_done} already done, results in {run_dir}"
+        + (f"; {args.cpu_cells} at a time" if args.cpu_cells > 1 else ""),
         file=sys.stderr,
     )
     failed: list[Cell] = []

@@ -132,6 +132,41 @@ def test_several_cells_share_one_gpu(setup: dict) -> None:
     assert m["placement"] == {"launcher": "local", "gpus": ["cuda:0"], "cells_per_gpu": 3}
 
 
+def test_cpu_cells_run_side_by_side_with_fixed_threads_and_report_like_a_serial_run(
+        setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--cpu-cells 2 on a 4-core machine: every cell's process sees OMP_NUM_THREADS=2 and no
+    device pinning, the placement is recorded apart from the call, and the report equals a serial
+    run's. settings.cpu_cells gives the default; never more slots than cores."""
+    s = setup
+    monkeypatch.setattr(matrix.os, "cpu_count", lambda: 4)
+    script = (f"echo dev=$CUDA_VISIBLE_DEVICES omp=$OMP_NUM_THREADS >> {s['seen']}; "
+              f'exec {shlex.quote(sys.executable)} -m dllm_eval.analysis.synthetic "$@"')
+    s["fake"] = f"sh -c {shlex.quote(script)} fake"
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cli.main(_argv(s, "serial")) == 0
+    assert set(_lines(s["seen"])) == {"dev= omp="}
+    s["seen"].write_text("")
+    assert cli.main(_argv(s, "side", "--cpu-cells", "2")) == 0
+    assert _lines(s["seen"]) == ["dev= omp=2"] * 6
+    assert _report(s["root"], "side") == _report(s["root"], "serial")
+    m = json.loads((s["root"] / "side" / "matrix.json").read_text())
+    assert m["placement"] == {"launcher": "local", "gpus": None, "cpu_cells": 2} and "--cpu-cells" not in m["argv"]
+    assert {c["device"] for c in m["cells"]} == {"cpu slot 1 of 2 (2 threads)", "cpu slot 2 of 2 (2 threads)"}
+
+    import argparse
+
+    mf = matrix.load_matrix_config(s["cfg"])
+    ns = argparse.Namespace
+    assert matrix.cpu_cells(ns(cpu_cells=None, gpus=None), mf, "cpu") == 1  # this config sets none
+    mf.settings["cpu_cells"] = {"cpu": 3}
+    assert matrix.cpu_cells(ns(cpu_cells=None, gpus=None), mf, "cpu") == 3
+    assert matrix.cpu_cells(ns(cpu_cells=9, gpus=None), mf, "cpu") == 4  # capped at the cores
+    assert matrix.cpu_cells(ns(cpu_cells=None, gpus=None), mf, "cuda") == 1
+    assert matrix.cpu_cells(ns(cpu_cells=2, gpus="2"), mf, "cpu") == 1  # --gpus places the cells
+    with pytest.raises(UserError, match="--cpu-cells 0"):
+        matrix.cpu_cells(ns(cpu_cells=0, gpus=None), mf, "cpu")
+
+
 @pytest.mark.slow
 def test_submitit_launcher_resumes_and_reports_like_a_local_run(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("submitit")

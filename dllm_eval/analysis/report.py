@@ -349,6 +349,14 @@ def _timed(run: RunData, label: str, base: str, task: str | None, *, tiers: tupl
     return paired_throughput(rows, label, base, task, keep=keep, confidence_level=confidence_level, unit=unit)
 
 
+def _timed_rate(run: RunData, label: str, task: str) -> float:
+    """Kept tokens/s of `label` on `task` in the interleaved timing pass (its tokens over its wall
+    time, all timed batches); NaN when the pass skipped the label."""
+    mine = [r for r in run.timing if r["label"] == label and r["task"] == task]
+    wall = sum(r["wall_s"] for r in mine)
+    return sum(r["gen_tokens"] for r in mine) / wall if mine and wall > 0 else math.nan
+
+
 def _compare(
     idx: _Index, label: str, base: str, task: str, *, alpha: float, filt: str | None = None
 ) -> tuple[stats.PairedDifferenceResult, dict[str, stats.RatioResult | None], float]:
@@ -414,7 +422,9 @@ def build_summary(run: RunData, *, baseline: str | None = None, alpha: float = 0
                 row.nfe_mean = float(np.nanmean(nfe))
                 per_doc_nfe[task][lab] = [float(v) for v in _rowsum_mean(nfe) if np.isfinite(v)]
             toks, cost = idx.matrix(lab, task, "gen_tokens"), idx.matrix(lab, task, "cost_s")
-            if _has(toks) and _has(cost):
+            if run.timing:  # the same source as the ratio beside it: the paired pass, or nothing
+                row.tps = _timed_rate(run, lab, task)
+            elif _has(toks) and _has(cost):
                 clus = idx.seed_batches(lab, task).ravel()  # this run's own batches: one timing each
                 row.tps, ci = stats.rate_ci(toks.ravel(), cost.ravel(), clusters=clus, n_resamples=N_RESAMPLES, rng=_seed_for(lab, task, "tps"))
                 row.tps_low, row.tps_high = ci
@@ -1236,7 +1246,9 @@ def render_markdown(s: Summary, figures: dict[str, list[str]]) -> str:
         "(exact power of McNemar's test).",
         "- **NFE ratio**, **tokens/s**, **latency**: ratio of totals against the baseline with a paired bootstrap CI; the "
         "Wilcoxon signed-rank test (Pratt) on per-document (NFE) or per-batch (timings) log-ratios gives the p-value. "
-        "Timings are per batch, so batches are the resampling unit.",
+        "Timings are per batch, so batches are the resampling unit. When the run has an interleaved timing pass, "
+        "the tokens/s column and its ratio both come from it (kept tokens/s over the timed batches; a configuration "
+        "the pass skipped shows n/a); otherwise both come from the lm_eval cells.",
         f"- **Verdict**: *better*/*worse* when Holm p < {s.alpha}; otherwise *no detectable difference* if the MDE is at most "
         f"{100 * s.min_effect:.1f} pts, else *under-powered*.",
         "- Confidence intervals are unadjusted 95% intervals while p-values are Holm-adjusted, so an interval that just "

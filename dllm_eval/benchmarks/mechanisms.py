@@ -98,6 +98,22 @@ PROBES: dict[str, dict[str, Any]] = {
             ("one_shot_fill_blocks32", "llada:steps=3"),
         ],
     },
+    # Prophet on tiny_dream's synth_math: -23.8 points at 1.76x the NFE (GPU report). Its exit
+    # thresholds are LLaDA-8B logit-gap units: do they fire too early on this model's logit scale?
+    # Run with --model dllm_eval/assets/tiny_dream.
+    "prophet_math": {
+        "task": "synth_math",
+        "reference": "fast_dllm_dual",
+        "rungs": [
+            ("fast_dllm_dual", "fast_dllm:cache=dual,threshold=0.9"),
+            ("prophet", "prophet"),
+            # no early exit: must equal LLaDA's sampler (its base) token for token
+            ("prophet_never_exits", "prophet:early_threshold=1e9,mid_threshold=1e9,late_threshold=1e9"),
+            ("llada_1tok", "llada:softmax_dtype=model"),  # prophet's confidence softmax dtype
+            ("prophet_thresholds_x2", "prophet:early_threshold=15,mid_threshold=10,late_threshold=5"),
+            ("prophet_thresholds_x4", "prophet:early_threshold=30,mid_threshold=20,late_threshold=10"),
+        ],
+    },
     # drs spends 3.45x the baseline's NFE; does its gain come from *where* it spends them, or
     # just from committing fewer tokens per step? Same-budget controls answer that.
     "drs": {
