@@ -18,6 +18,7 @@ BATCH      ?=
 DEVICE     ?=
 RUN        ?=
 GPUS       ?=
+CPU_CELLS  ?=
 LAUNCHER   ?=
 SEQUENTIAL ?=
 LOOKS      ?=
@@ -49,7 +50,8 @@ eval-all: $(STAMP)
 	  $(if $(SCHEDULERS),--schedulers "$(SCHEDULERS)") $(if $(SEEDS),--seeds "$(SEEDS)") \
 	  $(if $(LIMIT),--limit "$(LIMIT)") $(if $(BATCH),--batch "$(BATCH)") \
 	  $(if $(DEVICE),--device "$(DEVICE)") $(if $(RUN),--run "$(RUN)") \
-	  $(if $(GPUS),--gpus "$(GPUS)") $(if $(LAUNCHER),--launcher "$(LAUNCHER)") \
+	  $(if $(GPUS),--gpus "$(GPUS)") $(if $(CPU_CELLS),--cpu-cells "$(CPU_CELLS)") \
+	  $(if $(LAUNCHER),--launcher "$(LAUNCHER)") \
 	  $(if $(SEQUENTIAL),--sequential) $(if $(LOOKS),--looks "$(LOOKS)")
 
 clean-venv:

@@ -98,9 +98,9 @@ PROBES: dict[str, dict[str, Any]] = {
             ("one_shot_fill_blocks32", "llada:steps=3"),
         ],
     },
-    # Prophet on tiny_dream's synth_math: -23.8 points at 1.76x the NFE (GPU report). Its exit
-    # thresholds are LLaDA-8B logit-gap units: do they fire too early on this model's logit scale?
-    # Run with --model dllm_eval/assets/tiny_dream.
+    # Prophet on synth_math: -23.8 points on tiny_dream, -10.5 on tiny_llada, at 1.7x the NFE (GPU
+    # report). Its exit thresholds are LLaDA-8B logit-gap units: do they fire too early on these
+    # models' logit scales? (--model dllm_eval/assets/tiny_dream for Dream.)
     "prophet_math": {
         "task": "synth_math",
         "reference": "fast_dllm_dual",
@@ -112,6 +112,21 @@ PROBES: dict[str, dict[str, Any]] = {
             ("llada_1tok", "llada:softmax_dtype=model"),  # prophet's confidence softmax dtype
             ("prophet_thresholds_x2", "prophet:early_threshold=15,mid_threshold=10,late_threshold=5"),
             ("prophet_thresholds_x4", "prophet:early_threshold=30,mid_threshold=20,late_threshold=10"),
+        ],
+    },
+    # hierarchy (+20 at 5.1x the NFE) and KLASS (+15 at 1.8x) on synth_code: their selection rules,
+    # decoding without a cache, or just more forwards? Plain quota schedules with their budgets.
+    "peers_budget_code": {
+        "task": "synth_code",
+        "reference": "fast_dllm_dual",
+        "rungs": [
+            ("fast_dllm_dual", "fast_dllm:cache=dual,threshold=0.9"),
+            ("fast_dllm_nocache", "fast_dllm:cache=none,threshold=0.9"),
+            ("hierarchy", "hierarchy"),
+            ("quota_39_nocache", "fast_dllm:cache=none,threshold=none,steps=39"),
+            ("klass", "klass"),
+            ("klass_confidence_only", "klass:kl_threshold=1e9"),
+            ("quota_15_nocache", "fast_dllm:cache=none,threshold=none,steps=15"),
         ],
     },
     # drs spends 3.45x the baseline's NFE; does its gain come from *where* it spends them, or
