@@ -20,6 +20,9 @@ def portable(text: str) -> str:
 
     out = str(text)
     out = out.replace(str(EMBEDDED_MODEL_DIR), EMBEDDED_MODEL_DIR.name)
+    # an embedded model of any checkout (a run made in a clone, then copied here): its name
+    out = re.sub(rf"(?:[\w.~-]*/)+{EMBEDDED_MODEL_DIR.parent.parent.name}/{EMBEDDED_MODEL_DIR.parent.name}/([\w.-]+)",
+                 r"\1", out)
     out = re.sub(r"\S*/bin/python3?(?=\s|$)", "python", out)
     for root in dict.fromkeys([Path.cwd().resolve(), Path(__file__).resolve().parents[1]]):
         if len(root.parts) > 1:  # never the filesystem root itself: that would rewrite every path

@@ -198,7 +198,7 @@ def test_resume_redoes_only_unfinished_cells(cfg: Path, tmp_path: Path, monkeypa
     assert marker["returncode"] == 0 and marker["command"][-1] == "--confirm_run_unsafe_code"
     assert marker["command_str"].startswith(shlex.quote(sys.executable))
     md = (tmp_path / "results" / "r1" / "report.md").read_text()
-    assert "skipped" not in md
+    assert "skipped raw/" not in md  # the unfinished-cell note is gone
     assert "PASS: no difference detected" in md
     assert "FAIL: not flagged as worse on all tasks (pooled); the run is too small" in md  # 24 pairs: said plainly
     from dllm_eval.portable import portable

@@ -19,6 +19,8 @@ def test_paths_become_names_and_relative_paths(tmp_path: Path, monkeypatch: pyte
                               "--output_path results/x/raw --include_path .")
     assert portable("/usr/bin/python -c 1") == "python -c 1"
     assert portable("/opt/elsewhere/data.json") == "/opt/elsewhere/data.json"  # not ours: left as it is
+    # the embedded models of another checkout (a run made in a clone): their names
+    assert portable("pretrained=/work/cc/dllm_eval/assets/tiny_dream,x=1") == "pretrained=tiny_dream,x=1"
 
 
 def test_the_filesystem_root_as_working_directory_rewrites_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

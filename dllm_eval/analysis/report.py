@@ -1248,7 +1248,7 @@ def render_markdown(s: Summary, figures: dict[str, list[str]]) -> str:
         "Wilcoxon signed-rank test (Pratt) on per-document (NFE) or per-batch (timings) log-ratios gives the p-value. "
         "Timings are per batch, so batches are the resampling unit. When the run has an interleaved timing pass, "
         "the tokens/s column and its ratio both come from it (kept tokens/s over the timed batches; a configuration "
-        "the pass skipped shows n/a); otherwise both come from the lm_eval cells.",
+        "the pass left out shows n/a); otherwise both come from the lm_eval cells.",
         f"- **Verdict**: *better*/*worse* when Holm p < {s.alpha}; otherwise *no detectable difference* if the MDE is at most "
         f"{100 * s.min_effect:.1f} pts, else *under-powered*.",
         "- Confidence intervals are unadjusted 95% intervals while p-values are Holm-adjusted, so an interval that just "
