@@ -19,8 +19,7 @@ def portable(text: str) -> str:
     from dllm_eval.models import EMBEDDED_MODEL_DIR
 
     out = str(text)
-    out = out.replace(str(EMBEDDED_MODEL_DIR), EMBEDDED_MODEL_DIR.name)
-    # an embedded model of any checkout (a run made in a clone, then copied here): its name
+    # an embedded model of this or any other checkout (a run made in a clone, then copied here): its name
     out = re.sub(rf"(?:[\w.~-]*/)+{EMBEDDED_MODEL_DIR.parent.parent.name}/{EMBEDDED_MODEL_DIR.parent.name}/([\w.-]+)",
                  r"\1", out)
     out = re.sub(r"\S*/bin/python3?(?=\s|$)", "python", out)

@@ -109,11 +109,17 @@ class TimedBatch:
         raise ValueError(f"unknown throughput unit {unit!r}; use one of {', '.join(THROUGHPUT_UNITS)}")
 
 
+def warms_each_batch(front: Any) -> bool:
+    """`interleaved_timing`'s default: an untimed round of every batch on CUDA, where a new batch's
+    shapes cost first-touch work; none on a CPU, where they do not (its A/A is within ±1%)."""
+    return front.model.device.type == "cuda"
+
+
 def design_meta(front: Any) -> dict[str, Any]:
     """What a timing file records of how it was measured (read by the report): the order design
-    and whether each batch had an untimed round first (`interleaved_timing`'s default for this
-    front end's device). Files without "order" came from the earlier cyclic-shift order."""
-    return {"order": "williams", "warm_each_batch": front.model.device.type == "cuda"}
+    and whether each batch had an untimed round first. Files without "order" came from the
+    earlier cyclic-shift order."""
+    return {"order": "williams", "warm_each_batch": warms_each_batch(front)}
 
 
 def crossover_order(labels: list[str], batch: int) -> list[str]:
@@ -194,7 +200,7 @@ def interleaved_timing(front: Any, requests: dict[str, list[Request]],
     from dllm_eval.schedulers import get_scheduler
 
     if warm_each_batch is None:
-        warm_each_batch = front.model.device.type == "cuda"
+        warm_each_batch = warms_each_batch(front)
     labels = list(configs)
     rows = [] if rows is None else rows
     for task, reqs in requests.items():
@@ -210,21 +216,21 @@ def interleaved_timing(front: Any, requests: dict[str, list[Request]],
         for b, batch in enumerate(batches):
             contexts = [r[1] for r in batch]
             order = crossover_order(labels, b)
-            if warm_each_batch:
-                for label in order:
-                    front.generate(contexts, built[label], stops,
-                                   generator=torch.Generator(device=front.model.device).manual_seed(b))
-            for position, label in enumerate(order):
-                generator = torch.Generator(device=front.model.device).manual_seed(b)
-                started = time.perf_counter()
-                decoded = front.generate(contexts, built[label], stops, generator=generator)
-                wall = time.perf_counter() - started
-                rows.append(TimedBatch(task, b, label, position, wall, sum(decoded.gen_tokens),
-                                       sum(t["nfe"] for t in decoded.output.traces), [r[0] for r in batch],
-                                       batch[0][3], canvas_tokens=built[label].params.gen_length * len(batch),
-                                       empty=sum(1 for n in decoded.gen_tokens if n == 0)))
-                if progress is not None:
-                    progress.update(1)
+            rounds = [False, True] if warm_each_batch else [True]  # timed?
+            for timed in rounds:
+                for position, label in enumerate(order):
+                    generator = torch.Generator(device=front.model.device).manual_seed(b)
+                    started = time.perf_counter()
+                    decoded = front.generate(contexts, built[label], stops, generator=generator)
+                    if not timed:
+                        continue
+                    wall = time.perf_counter() - started
+                    rows.append(TimedBatch(task, b, label, position, wall, sum(decoded.gen_tokens),
+                                           sum(t["nfe"] for t in decoded.output.traces), [r[0] for r in batch],
+                                           batch[0][3], canvas_tokens=built[label].params.gen_length * len(batch),
+                                           empty=sum(1 for n in decoded.gen_tokens if n == 0)))
+                    if progress is not None:
+                        progress.update(1)
     return rows
 
 

@@ -369,13 +369,14 @@ def _compare(
         na, nb = _rowsum_mean(idx.matrix(label, task, "nfe")), _rowsum_mean(idx.matrix(base, task, "nfe"))
         if _has(na) and _has(nb):
             ratios["nfe"] = stats.paired_ratio(na, nb, n_resamples=N_RESAMPLES, rng=rs + 1)
-        ta, tb = _rowsum_mean(idx.matrix(label, task, "gen_tokens")), _rowsum_mean(idx.matrix(base, task, "gen_tokens"))
-        ca, cb = _rowsum_mean(idx.matrix(label, task, "cost_s")), _rowsum_mean(idx.matrix(base, task, "cost_s"))
         cl = idx.clusters(base, task)
-        if _has(ta) and _has(ca) and _has(tb) and _has(cb):
-            ratios["tps"] = stats.paired_ratio(ta, tb, ca, cb, clusters=cl, n_resamples=N_RESAMPLES, rng=rs + 2)
         if idx.run.timing:  # a run with a paired pass shows paired ratios only: a label it skipped has none
             ratios["tps"] = _timed(idx.run, label, base, task)
+        else:
+            ta, tb = _rowsum_mean(idx.matrix(label, task, "gen_tokens")), _rowsum_mean(idx.matrix(base, task, "gen_tokens"))
+            ca, cb = _rowsum_mean(idx.matrix(label, task, "cost_s")), _rowsum_mean(idx.matrix(base, task, "cost_s"))
+            if _has(ta) and _has(ca) and _has(tb) and _has(cb):
+                ratios["tps"] = stats.paired_ratio(ta, tb, ca, cb, clusters=cl, n_resamples=N_RESAMPLES, rng=rs + 2)
         la, lb = _rowsum_mean(idx.matrix(label, task, "latency_s")), _rowsum_mean(idx.matrix(base, task, "latency_s"))
         if _has(la) and _has(lb):
             ratios["latency"] = stats.paired_ratio(la, lb, clusters=cl, n_resamples=N_RESAMPLES, rng=rs + 3)
@@ -421,10 +422,9 @@ def build_summary(run: RunData, *, baseline: str | None = None, alpha: float = 0
             if _has(nfe):
                 row.nfe_mean = float(np.nanmean(nfe))
                 per_doc_nfe[task][lab] = [float(v) for v in _rowsum_mean(nfe) if np.isfinite(v)]
-            toks, cost = idx.matrix(lab, task, "gen_tokens"), idx.matrix(lab, task, "cost_s")
             if run.timing:  # the same source as the ratio beside it: the paired pass, or nothing
                 row.tps = _timed_rate(run, lab, task)
-            elif _has(toks) and _has(cost):
+            elif _has(toks := idx.matrix(lab, task, "gen_tokens")) and _has(cost := idx.matrix(lab, task, "cost_s")):
                 clus = idx.seed_batches(lab, task).ravel()  # this run's own batches: one timing each
                 row.tps, ci = stats.rate_ci(toks.ravel(), cost.ravel(), clusters=clus, n_resamples=N_RESAMPLES, rng=_seed_for(lab, task, "tps"))
                 row.tps_low, row.tps_high = ci
