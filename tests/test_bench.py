@@ -88,6 +88,23 @@ def test_step_targets_read_the_step_as_inductor_runs_it():
     assert "| inductor (both) | 32 | 25.00 | 6.00 | 4.17 | 20.00 | 1.25 |" in rendered
 
 
+def test_compute_floor_targets_are_judged_at_the_sustained_rate_and_state_the_burst_ratio():
+    """floors[1] is the sustained matmul rate; a burst rate 1.25x higher puts the same step 1.25x
+    further from its (lower) floor, stated next to the verdict, which the sustained floor decides."""
+    steps = [bench.StepTime("graphs + fused elementwise", 32, 26.0, 6.0, 20.0)]
+    text = "\n".join(bench.targets([], [], None, None, (1.0, 8e14), steps, burst_rate=1e15))
+    assert "26.00 ms (graphs + fused elementwise, timed alone) vs floor 20.00 ms: 1.30x (1.62x at the burst rate) | met |" \
+        in text
+    assert "burst" not in "\n".join(bench.targets([], [], None, None, (1.0, 8e14), steps))
+    rendered = bench.render(bench.Measured("m", (1e12, 8e14), steps=steps, burst_rate=1e15), torch.device("cpu"))
+    assert "matmul rate in the model's dtype 800 TFLOP/s sustained" in rendered and "1e+03 TFLOP/s burst" in rendered
+
+
+def test_matmul_rates_on_cpu_are_one_measurement():
+    sustained, burst = bench.matmul_rates(torch.device("cpu"), torch.float32)
+    assert sustained == burst > 0
+
+
 @pytest.mark.parametrize(("name", "kind"), [
     ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "matmul"),
     ("nvjet_hsh_128x256_64x4_2x1_v_bz_coopA_TNN", "matmul"),

@@ -8,7 +8,7 @@ For each (scheduler, batch, prompt length, compile mode) it decodes warm, then p
 pure-forward time of the same calls (each distinct call timed alone), the overhead ratio (wall
 time / the pure-forward sum: what the scheduler's own code costs), the HBM floor (bytes each call
 must read: weights plus the KV it attends to, at the measured copy bandwidth), the compute floor
-(its FLOPs at the measured bf16 matmul rate) and peak memory. The targets of issue 11 follow as a
+(its FLOPs at the measured sustained bf16 matmul rate: see `matmul_rates`) and peak memory. The targets of issue 11 follow as a
 table with measured values and met / not met.
 
 Random weights give meaningless confidences (tau=0.9 would commit one token per step), so the
@@ -57,8 +57,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _timed(fn: Callable[[], Any], device: torch.device, reps: int = 5) -> float:
-    """Median seconds of `fn` (synchronised around each call)."""
+def _timed(fn: Callable[[], Any], device: torch.device, reps: int = 5, settle_s: float = 0.0) -> float:
+    """Median seconds of `fn` (synchronised around each call), after running it back to back for
+    `settle_s` seconds: a GPU under dense load reaches its power cap and lowers its clock within
+    about a second, so a timing that should match a long decode first lets the clock settle."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < settle_s:
+        fn()
+        _sync(device)
     times = []
     for _ in range(reps):
         _sync(device)
@@ -79,13 +85,37 @@ def copy_bandwidth(device: torch.device) -> float:
     return 2 * n / _timed(lambda: dst.copy_(src), device, reps=10)
 
 
-def matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
-    """FLOP/s of a large square matmul in `dtype` (the compute floor's rate)."""
+# How long the sustained matmul rate lets the GPU settle under load, then measures (seconds).
+SETTLE_S, SUSTAIN_S = 2.0, 1.0
+
+
+def matmul_rates(device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
+    """(sustained, burst) FLOP/s of a large square matmul in `dtype`; the compute floors use the
+    sustained one.
+
+    - burst: the median of 10 products after one warm-up (what the first bench runs measured): the
+      clock is still at its boost value (1,980 MHz on the H200);
+    - sustained: products back to back for `SUSTAIN_S` seconds after `SETTLE_S` seconds of them.
+      Dense bf16 products hold an H200 at its 700 W cap, where its clock sinks to 1,500-1,770 MHz
+      (nvidia-smi dmon, 2026-12-02); a decode that runs for seconds runs at that clock, so a floor
+      at the burst rate would charge the code for the card's power limit.
+    On a CPU both are the same measurement."""
     n = 8192 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
-    return 2 * n**3 / _timed(lambda: a @ b, device, reps=10)
+    burst = 2 * n**3 / _timed(lambda: a @ b, device, reps=10)
+    if device.type != "cuda":
+        return burst, burst
+    _timed(lambda: a @ b, device, reps=1, settle_s=SETTLE_S)
+    reps = max(1, round(SUSTAIN_S * burst / (2 * n**3)))
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        a @ b
+    end.record()
+    end.synchronize()
+    return 2 * n**3 * reps / (start.elapsed_time(end) / 1e3), burst
 
 
 # ----------------------------------------------------------------------------------------------
@@ -505,7 +535,8 @@ def _run(args: argparse.Namespace, switched: list[str]) -> int:
                             "run with the same workload and --experimental, or without --resume")
         print(f"resuming {state}: {len(run.rows)} rows and the stages done so far are kept", flush=True)
     else:
-        run = Measured(name, (copy_bandwidth(device), matmul_rate(device, base.dtype)))
+        sustained, burst = matmul_rates(device, base.dtype)
+        run = Measured(name, (copy_bandwidth(device), sustained), burst_rate=burst if gpu else None)
     floors, rows = run.floors, run.rows
     vocab_hi = min(int(base.config.mask_token_id), 20000)
 
@@ -581,6 +612,7 @@ class Measured:
     steps: list[StepTime] = field(default_factory=list)
     profile: list[KernelShare] = field(default_factory=list)
     compile_s: float | None = None  # inductor's one-off compile (first step minus a warm one)
+    burst_rate: float | None = None  # the matmul rate at boost clock (`matmul_rates`); floors[1] is the sustained one
 
     @classmethod
     def load(cls, path: Path) -> Measured:
@@ -590,7 +622,7 @@ class Measured:
                        [Row(**r) for r in raw["reference"]], raw["fidelity"],
                        None if raw["gsm"] is None else Row(**raw["gsm"]), [tuple(m) for m in raw["matches"]],
                        [StepTime(**t) for t in raw["steps"]], [KernelShare(**k) for k in raw.get("profile", [])],
-                       raw.get("compile_s"))
+                       raw.get("compile_s"), raw.get("burst_rate"))
         except (ValueError, KeyError, TypeError) as exc:
             raise UserError(f"--resume: {path} is not a bench state file ({exc}); delete it or run without --resume") from None
 
@@ -698,7 +730,9 @@ def step_variants(base: Any, device: torch.device, floors: tuple[float, float], 
             for _ in range(3):  # captured on its second call
                 step()
             hbm_ms, compute_ms = call_floors_ms(call, base, floors)
-            out.append(StepTime(name, batch, 1e3 * _timed(step, device, reps=20), hbm_ms, compute_ms))
+            # the clock settled under load first, as in a decode and in the sustained matmul rate
+            ms = 1e3 * _timed(step, device, reps=20, settle_s=1.0 if device.type == "cuda" else 0.0)
+            out.append(StepTime(name, batch, ms, hbm_ms, compute_ms))
             print(f"[step] {name} b{batch}: {out[-1].ms:.2f} ms (HBM floor {out[-1].hbm_floor_ms:.2f}, "
                   f"compute floor {out[-1].compute_floor_ms:.2f})", flush=True)
         del served, step
@@ -900,7 +934,12 @@ def render(run: Measured, device: torch.device) -> str:
         f"# `dllm-eval bench`: {name}",
         "",
         f"Device: {dev} (torch {torch.__version__}); measured copy bandwidth {floors[0] / 1e12:.2f} TB/s, "
-        f"matmul rate in the model's dtype {floors[1] / 1e12:.3g} TFLOP/s. Gen {GEN}, block {BLOCK}; the quota "
+        f"matmul rate in the model's dtype {floors[1] / 1e12:.3g} TFLOP/s"
+        + ("" if run.burst_rate is None else
+           f" sustained (the compute floors use it: 8192-square products back to back for {SUSTAIN_S:g} s after "
+           f"{SETTLE_S:g} s of them, the clock at the card's power cap) and {run.burst_rate / 1e12:.3g} TFLOP/s "
+           "burst (10 products after idle, at boost clock)")
+        + f". Gen {GEN}, block {BLOCK}; the quota "
         f"steps={QUOTA_STEPS} (3.2 tokens per step) stands in for tau=0.9 (random weights make confidences meaningless). Each row decodes max(2, batch) "
         "prompts warm (two warm-up decodes first: graphs are captured there).",
         "",
@@ -936,7 +975,8 @@ def render(run: Measured, device: torch.device) -> str:
     if steps:
         lines += ["", "## The dual-cache step alone, by fusion",
                   "", f"One cached step (block {BLOCK} after a 256-token prompt, canvas {256 + GEN}, KV written), "
-                  "replayed as a CUDA graph, median of 20; `inductor (both)` is what compile=inductor runs.", "",
+                  "replayed as a CUDA graph, median of 20 after a second of replays (the clock settled under "
+                  "load); `inductor (both)` is what compile=inductor runs.", "",
                   "| variant | batch | ms | HBM floor ms | x HBM floor | compute floor ms | x compute floor |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {t.variant} | {t.batch} | {t.ms:.2f} | {t.hbm_floor_ms:.2f} | {t.ms / t.hbm_floor_ms:.2f} | "
@@ -947,7 +987,7 @@ def render(run: Measured, device: torch.device) -> str:
                   "replay), device time per call; the first line of each call sums its kernels against its floors.", "",
                   "| call | kind | ms per call | kernels per call | costliest kernel |", "|---|---|---:|---:|---|"]
         lines += [f"| {k.call} | {k.kind} | {k.ms:.2f} | {k.kernels} | {k.top.replace('|', '/')} |" for k in run.profile]
-    lines += ["", *targets(rows, reference, run.fidelity, gsm, floors, steps)]
+    lines += ["", *targets(rows, reference, run.fidelity, gsm, floors, steps, run.burst_rate)]
     return "\n".join(lines)
 
 
@@ -957,10 +997,17 @@ def _find(rows: list[Row], label: str, batch: int, prompt: int, mode: str) -> Ro
 
 
 def targets(rows: list[Row], reference: list[Row], fidelity: dict[str, float] | None, gsm: Row | None,
-            floors: tuple[float, float], steps: list[StepTime] | None = None) -> list[str]:
+            floors: tuple[float, float], steps: list[StepTime] | None = None,
+            burst_rate: float | None = None) -> list[str]:
     """Issue 11's targets with the measured values (rows at prompt 256 in the fastest compile mode
-    run; the step targets from the step timed alone as compile=inductor runs it)."""
+    run; the step targets from the step timed alone as compile=inductor runs it). Compute-floor
+    targets are judged at the sustained matmul rate (`floors[1]`); each also states its ratio at
+    the `burst_rate`, when measured."""
     out = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+
+    def at_burst(ratio: float) -> str:
+        """The same ratio against a floor at the burst matmul rate (a lower floor)."""
+        return "" if burst_rate is None else f" ({ratio * burst_rate / floors[1]:.2f}x at the burst rate)"
     modes = [m for m in ("inductor", "graphs", "none") if any(r.mode == m for r in rows)]
     best = modes[0] if modes else "none"
 
@@ -974,8 +1021,9 @@ def targets(rows: list[Row], reference: list[Row], fidelity: dict[str, float] | 
         t = next((t for t in steps or [] if t.batch == batch and t.variant == served), None)
         if t is not None:
             ratio = t.ms / getattr(t, floor)
+            note = at_burst(ratio) if floor == "compute_floor_ms" else ""
             out.append(f"| dual-cache step at batch {batch} <= {factor}x {what} | {t.ms:.2f} ms ({t.variant}, timed "
-                       f"alone) vs floor {getattr(t, floor):.2f} ms: {ratio:.2f}x | {met(ratio <= factor)} |")
+                       f"alone) vs floor {getattr(t, floor):.2f} ms: {ratio:.2f}x{note} | {met(ratio <= factor)} |")
     dual1 = _find(rows, "fast_dllm dual q80", 1, 256, best)
     if dual1 is not None:
         ref = next((r for r in reference if r.prompt == 256), None)
@@ -988,7 +1036,8 @@ def targets(rows: list[Row], reference: list[Row], fidelity: dict[str, float] | 
     if dual32 is not None:
         out.append(f"| batch-32 dual decode (every call, full refreshes too) within 1.3x its compute floor | pure forwards {dual32.pure_s:.3f} s vs "
                    f"compute floor {dual32.compute_floor_s:.3f} s: {dual32.pure_s / dual32.compute_floor_s:.2f}x; wall "
-                   f"{dual32.wall_s / dual32.compute_floor_s:.2f}x | {met(dual32.wall_s <= 1.3 * dual32.compute_floor_s)} |")
+                   f"{dual32.wall_s / dual32.compute_floor_s:.2f}x{at_burst(dual32.wall_s / dual32.compute_floor_s)} "
+                   f"| {met(dual32.wall_s <= 1.3 * dual32.compute_floor_s)} |")
     base8 = _find(rows, "fast_dllm dual q80", 8, 256, best)
     for label in ("adaptive", "drs_v2", *IDENTICAL_ROWS):
         r = _find(rows, label, 8, 256, best)
@@ -1006,7 +1055,8 @@ def targets(rows: list[Row], reference: list[Row], fidelity: dict[str, float] | 
     if gsm is not None:
         scale = 1319 / gsm.n_prompts
         out.append(f"| GSM8K-sized workload within 1.25x its compute floor | {gsm.wall_s:.2f} s wall vs floor "
-                   f"{gsm.compute_floor_s:.2f} s: {gsm.wall_s / gsm.compute_floor_s:.2f}x; about "
+                   f"{gsm.compute_floor_s:.2f} s: {gsm.wall_s / gsm.compute_floor_s:.2f}x"
+                   f"{at_burst(gsm.wall_s / gsm.compute_floor_s)}; about "
                    f"{gsm.wall_s * scale / 60:.1f} min for 1,319 prompts (floor {gsm.compute_floor_s * scale / 60:.1f} min) "
                    f"| {met(gsm.wall_s <= 1.25 * gsm.compute_floor_s)} |")
     if fidelity:

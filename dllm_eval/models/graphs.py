@@ -48,7 +48,7 @@ COMPILE_MODES = ("auto", "none", "graphs", "inductor")
 
 
 # `compile=auto` on a GPU picks inductor from this size up. On the H200 with the LLaDA-8B shape it
-# decodes 1.36x (batch 1) and 1.27x (batch 32) faster than graphs (results/bench/llada-8b_cuda.md),
+# decodes 1.40x (batch 1) and 1.28x (batch 32) faster than graphs (results/bench/llada-8b_cuda.md),
 # for compiling the fused pieces once per process (not yet timed); a small model's whole evaluation
 # may take less than that saves, so it keeps graphs (the eager kernels replayed, tokens exactly eager's).
 INDUCTOR_MIN_PARAMETERS = 1_000_000_000
