@@ -57,14 +57,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _timed(fn: Callable[[], Any], device: torch.device, reps: int = 5, settle_s: float = 0.0) -> float:
-    """Median seconds of `fn` (synchronised around each call), after running it back to back for
-    `settle_s` seconds: a GPU under dense load reaches its power cap and lowers its clock within
-    about a second, so a timing that should match a long decode first lets the clock settle."""
+def _settle(fn: Callable[[], Any], device: torch.device, seconds: float) -> None:
+    """Run `fn` back to back for `seconds`: a GPU under dense load reaches its power cap and lowers
+    its clock within about a second, so a timing that should match a long decode lets it settle."""
     started = time.perf_counter()
-    while time.perf_counter() - started < settle_s:
+    while time.perf_counter() - started < seconds:
         fn()
         _sync(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device, reps: int = 5, settle_s: float = 0.0) -> float:
+    """Median seconds of `fn` (synchronised around each call), after `_settle` for `settle_s`."""
+    _settle(fn, device, settle_s)
     times = []
     for _ in range(reps):
         _sync(device)
@@ -107,7 +111,7 @@ def matmul_rates(device: torch.device, dtype: torch.dtype) -> tuple[float, float
     burst = 2 * n**3 / _timed(lambda: a @ b, device, reps=10)
     if device.type != "cuda":
         return burst, burst
-    _timed(lambda: a @ b, device, reps=1, settle_s=SETTLE_S)
+    _settle(lambda: a @ b, device, SETTLE_S)
     reps = max(1, round(SUSTAIN_S * burst / (2 * n**3)))
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
@@ -731,7 +735,7 @@ def step_variants(base: Any, device: torch.device, floors: tuple[float, float], 
                 step()
             hbm_ms, compute_ms = call_floors_ms(call, base, floors)
             # the clock settled under load first, as in a decode and in the sustained matmul rate
-            ms = 1e3 * _timed(step, device, reps=20, settle_s=1.0 if device.type == "cuda" else 0.0)
+            ms = 1e3 * _timed(step, device, reps=20, settle_s=1.0)
             out.append(StepTime(name, batch, ms, hbm_ms, compute_ms))
             print(f"[step] {name} b{batch}: {out[-1].ms:.2f} ms (HBM floor {out[-1].hbm_floor_ms:.2f}, "
                   f"compute floor {out[-1].compute_floor_ms:.2f})", flush=True)
